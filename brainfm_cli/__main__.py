@@ -1,0 +1,3 @@
+from brainfm_cli.cli.app import main
+
+main()

@@ -1,0 +1,36 @@
+"""Options shared by several commands, as ``Annotated`` aliases (one definition, one help text)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ParticipantLabel = Annotated[
+    Optional[list[str]],
+    typer.Option("--participant-label", help="Only these participants (with or without 'sub-'); repeatable."),
+]
+Session = Annotated[Optional[list[str]], typer.Option("--session", help="Only these sessions; repeatable.")]
+Task = Annotated[Optional[list[str]], typer.Option("--task", help="Only these tasks; repeatable.")]
+Run = Annotated[Optional[list[str]], typer.Option("--run", help="Only these runs; repeatable.")]
+Space = Annotated[
+    Optional[str],
+    typer.Option("--space", help="fMRIPrep output space to use (default: MNI152NLin2009cAsym when present)."),
+]
+RepetitionTime = Annotated[
+    Optional[float],
+    typer.Option("--tr", help="Repetition time in seconds, for inputs without a BIDS sidecar or a usable header."),
+]
+NJobs = Annotated[int, typer.Option("--n-jobs", "-j", help="Parallel workers over runs (-1: all cores).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace output files that already exist.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for every stochastic step.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+AtlasOpt = Annotated[
+    str,
+    typer.Option("--atlas", help="Atlas name (see 'brainfm atlases') or a NIfTI file with --atlas-labels."),
+]
+AtlasLabels = Annotated[
+    Optional[Path],
+    typer.Option("--atlas-labels", help="TSV for a user atlas: index, name, optional network, x, y, z."),
+]

@@ -1,0 +1,46 @@
+"""The ``brainfm`` command: registers each subcommand (thin modules that parse, validate and call)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from brainfm_cli import __version__
+from brainfm_cli.cli import atlases, parcellate
+
+app = typer.Typer(
+    name="brainfm",
+    help="Brain-dynamics foundation models for your own fMRI.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.command("parcellate")(parcellate.parcellate)
+app.command("atlases")(atlases.atlases)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"brainfm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Brain-dynamics foundation models for your own fMRI."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

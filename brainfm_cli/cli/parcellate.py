@@ -1,0 +1,66 @@
+"""``brainfm parcellate``: BOLD runs → region time series (BIDS derivatives, TSV + JSON sidecar)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from brainfm_cli.cli import _options as o
+from brainfm_cli.cli._errors import handle_errors, stderr
+
+
+@handle_errors
+def parcellate(
+    inputs: Annotated[list[str], typer.Argument(help="NIfTI runs, a BIDS dataset or an fMRIPrep derivatives folder.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Output derivatives folder, or '-' for one run to stdout.")],
+    atlas: o.AtlasOpt = "seitzman300",
+    atlas_labels: o.AtlasLabels = None,
+    transfer_networks: Annotated[bool, typer.Option(
+        "--transfer-networks", help="Give an atlas without networks the nearest Seitzman-300 network.")] = False,
+    confounds: Annotated[str, typer.Option(
+        "--confounds", help="Denoising strategy: none, simple, scrubbing, compcor (fMRIPrep confounds).")] = "none",
+    high_pass: Annotated[Optional[float], typer.Option("--high-pass", help="High-pass cut-off (Hz).")] = None,
+    low_pass: Annotated[Optional[float], typer.Option("--low-pass", help="Low-pass cut-off (Hz).")] = None,
+    detrend: Annotated[bool, typer.Option("--detrend", help="Remove linear trends.")] = False,
+    standardize: Annotated[bool, typer.Option("--standardize", help="z-score each region (sample std).")] = False,
+    smoothing_fwhm: Annotated[Optional[float], typer.Option("--smoothing-fwhm", help="Spatial smoothing (mm).")] = None,
+    dummy_scans: Annotated[Optional[int], typer.Option(
+        "--dummy-scans", help="Initial volumes to drop (default: fMRIPrep's non-steady-state count, else 0).")] = None,
+    min_coverage: Annotated[float, typer.Option(
+        "--min-coverage", help="Regions covered by less than this fraction of their voxels become n/a columns.")] = 0.5,
+    tr: o.RepetitionTime = None,
+    participant_label: o.ParticipantLabel = None,
+    session: o.Session = None,
+    task: o.Task = None,
+    run: o.Run = None,
+    space: o.Space = None,
+    n_jobs: o.NJobs = 1,
+    overwrite: o.Overwrite = False,
+    quiet: o.Quiet = False,
+) -> None:
+    """Parcellate BOLD runs into region time series with an atlas, confounds and filters applied."""
+    from brainfm_cli.atlases import load_atlas
+    from brainfm_cli.data import parcellate as lib
+    from brainfm_cli.data.bids import RunFilter
+    from brainfm_cli.data.io import write_tsv
+
+    atlas_obj = load_atlas(atlas, atlas_labels, transfer=transfer_networks)
+    params = lib.CleanParams(confounds=confounds, high_pass=high_pass, low_pass=low_pass, detrend=detrend,
+                             standardize=standardize, smoothing_fwhm=smoothing_fwhm, dummy_scans=dummy_scans,
+                             min_coverage=min_coverage, tr=tr)
+    filters = RunFilter(participant_label, session, task, run)
+    if output == "-":
+        ts = lib.parcellate_to_stdout(inputs, atlas_obj, params, filters, space)
+        write_tsv(ts.data, "-")
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("parcellate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=stderr, disable=quiet, transient=True) as bar:
+        task_id = bar.add_task("runs", total=None)
+        written = lib.parcellate(inputs, Path(output), atlas_obj, params, filters, space, n_jobs, overwrite,
+                                 on_done=lambda _p: bar.advance(task_id))
+    stderr.print(f"wrote {len(written)} region time series ({atlas_obj.name}, {atlas_obj.n_regions} regions) "
+                 f"to {output}")

@@ -1,0 +1,134 @@
+"""TSV/JSON reading and writing shared by every command: atomic writes, ``-`` for stdin/stdout.
+
+Outputs are written to a temporary name in the destination folder and renamed into place only
+when complete, so an error or Ctrl-C never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from brainfm_cli.errors import BrainfmError
+
+NA = "n/a"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open a file for writing that appears at ``path`` only once fully written."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as fh:
+            yield fh
+
+
+@contextlib.contextmanager
+def atomic_group(paths: list[str | Path]) -> Iterator[list[Path]]:
+    """Temporary paths for several files that must appear together (a TSV and its sidecar)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(p)) for p in paths]
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy/pathlib values so ``json.dump`` accepts them."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def json_text(obj: Any) -> str:
+    return json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n"
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write pretty JSON atomically."""
+    with atomic_write(path) as fh:
+        fh.write(json_text(obj))
+
+
+def read_json(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BrainfmError("file not found", path=path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BrainfmError(f"not valid JSON ({exc})", path=path, fix="repair or delete the file") from None
+
+
+def tsv_text(df: pd.DataFrame, float_format: str = "%.7g") -> str:
+    """A DataFrame as BIDS TSV text: tab-separated, ``n/a`` for missing, no index column."""
+    buf = io.StringIO()
+    df.to_csv(buf, sep="\t", index=False, na_rep=NA, float_format=float_format, lineterminator="\n")
+    return buf.getvalue()
+
+
+def write_tsv(df: pd.DataFrame, path: str | Path, float_format: str = "%.7g") -> None:
+    """Write a TSV atomically, or to standard output when ``path`` is ``-``."""
+    text = tsv_text(df, float_format)
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with atomic_write(path) as fh:
+        fh.write(text)
+
+
+def read_tsv(path: str | Path, **kwargs) -> pd.DataFrame:
+    """Read a BIDS TSV (``n/a`` as missing) from a file, or from standard input when ``path`` is ``-``."""
+    source: Any = sys.stdin if str(path) == "-" else Path(path)
+    name = "<stdin>" if str(path) == "-" else str(path)
+    if source is not sys.stdin and not source.is_file():
+        raise BrainfmError("file not found", path=name, fix="check the path")
+    try:
+        return pd.read_csv(source, sep="\t", na_values=[NA], keep_default_na=False, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise BrainfmError("the TSV file is empty", path=name, fix="regenerate it") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise BrainfmError(f"not a readable TSV ({exc})", path=name,
+                           fix="write tab-separated values with a header row") from None
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON sidecar of a BIDS data file: same name with ``.json`` for its extension."""
+    path = Path(path)
+    name = path.name
+    for ext in (".nii.gz", ".tsv.gz", ".nii", ".tsv", ".json"):
+        if name.endswith(ext):
+            return path.with_name(name[: -len(ext)] + ".json")
+    return path.with_suffix(".json")

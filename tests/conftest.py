@@ -1,0 +1,118 @@
+"""Shared test fixtures: small real NIfTI runs, BIDS and fMRIPrep-derivative folders built in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+# 6 mm MNI grid covering the whole MNI152 bounding box: small enough for fast tests.
+AFFINE_6MM = np.array([[-6.0, 0, 0, 90], [0, 6.0, 0, -126], [0, 0, 6.0, -72], [0, 0, 0, 1]])
+SHAPE_6MM = (31, 37, 31)
+
+os.environ.setdefault("BRAINFM_OFFLINE", "1")  # tests never download
+
+
+def brain_mask(shape=SHAPE_6MM, affine=AFFINE_6MM) -> np.ndarray:
+    """A generous ellipsoid around the MNI brain: voxels outside it stay constant (zero), like real data."""
+    ijk = np.indices(shape).reshape(3, -1).T
+    xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
+    centre, axes = np.array([0.0, -18.0, 8.0]), np.array([80.0, 112.0, 88.0])
+    return (((xyz - centre) / axes) ** 2).sum(axis=1).reshape(shape) <= 1.0
+
+
+def write_bold(path: Path, n_vols: int = 40, tr: float | None = 2.0, seed: int = 0, data: np.ndarray | None = None,
+               affine=AFFINE_6MM, sidecar: bool = False, header_tr: float | None = None) -> Path:
+    """Write a 4-D float32 NIfTI of noise inside a brain mask (or ``data``); optionally its BIDS sidecar."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        rng = np.random.default_rng(seed)
+        data = rng.standard_normal(SHAPE_6MM + (n_vols,)).astype(np.float32) * 10 + 100
+        data[~brain_mask()] = 0
+    img = nib.Nifti1Image(data.astype(np.float32), affine)
+    img.header.set_xyzt_units("mm", "sec")
+    zooms = img.header.get_zooms()
+    img.header.set_zooms(zooms[:3] + ((header_tr if header_tr is not None else tr or 0.0),))
+    nib.save(img, path)
+    if sidecar and tr is not None:
+        (path.parent / (path.name.split(".")[0] + ".json")).write_text(json.dumps({"RepetitionTime": tr}))
+    return path
+
+
+def make_bids(root: Path, subjects=("01", "02"), sessions=(None,), task="rest", n_vols=40, tr=2.0) -> Path:
+    """A raw BIDS dataset; the TR lives in a root-level sidecar (inheritance)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "test", "BIDSVersion": "1.9.0"}))
+    (root / f"task-{task}_bold.json").write_text(json.dumps({"RepetitionTime": tr, "TaskName": task}))
+    for i, sub in enumerate(subjects):
+        for ses in sessions:
+            folder = root / f"sub-{sub}" / (f"ses-{ses}" if ses else "") / "func"
+            name = f"sub-{sub}" + (f"_ses-{ses}" if ses else "") + f"_task-{task}_bold.nii.gz"
+            write_bold(folder / name, n_vols=n_vols, tr=tr, seed=i)
+    return root
+
+
+NILEARN_CONFOUNDS = Path(__import__("nilearn").__file__).parent / "interfaces" / "fmriprep" / "data"
+
+
+def make_fmriprep(root: Path, subjects=("01",), spaces=("MNI152NLin2009cAsym",), tr=2.0) -> Path:
+    """An fMRIPrep derivatives folder with nilearn's real fMRIPrep confounds file (30 volumes, 3 non-steady)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(json.dumps(
+        {"Name": "fMRIPrep", "DatasetType": "derivative", "GeneratedBy": [{"Name": "fMRIPrep"}]}))
+    for i, sub in enumerate(subjects):
+        func = root / f"sub-{sub}" / "func"
+        func.mkdir(parents=True, exist_ok=True)
+        base = f"sub-{sub}_task-rest"
+        conf = pd.read_csv(NILEARN_CONFOUNDS / "test-v21_desc-confounds_timeseries.tsv", sep="\t")
+        conf["framewise_displacement"] = [np.nan] + [0.1] * 29  # calm motion, with two spikes to scrub
+        conf["std_dvars"] = [np.nan] + [1.0] * 29
+        conf.loc[[12, 20], ["framewise_displacement", "std_dvars"]] = [0.9, 2.5]
+        conf.to_csv(func / f"{base}_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a")
+        shutil.copy(NILEARN_CONFOUNDS / "test-v21_desc-confounds_timeseries.json",
+                    func / f"{base}_desc-confounds_timeseries.json")
+        for space in spaces:
+            name = f"{base}_space-{space}_desc-preproc_bold.nii.gz"
+            write_bold(func / name, n_vols=30, tr=tr, seed=10 + i, sidecar=True)
+            mask = nib.Nifti1Image(brain_mask().astype(np.uint8), AFFINE_6MM)
+            nib.save(mask, func / f"{base}_space-{space}_desc-brain_mask.nii.gz")
+    return root
+
+
+def run_cli(*args, input: str | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``brainfm`` as a real subprocess (the installed module), capturing both streams."""
+    env = dict(os.environ, BRAINFM_OFFLINE="1", COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "brainfm_cli", *map(str, args)], capture_output=True, text=True,
+                          input=input, cwd=cwd, env=env)
+
+
+def invoke(*args, input: str | None = None):
+    """Run ``brainfm`` in-process with typer's CliRunner (fast); returns exit code, stdout, stderr."""
+    from typer.testing import CliRunner
+
+    from brainfm_cli.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temporary files an interrupted or failed write would leave behind."""
+    return [p for p in Path(folder).rglob("*") if p.name.endswith(".part")] if Path(folder).exists() else []
+
+
+@pytest.fixture
+def bids(tmp_path) -> Path:
+    return make_bids(tmp_path / "bids")
+
+
+@pytest.fixture
+def fmriprep(tmp_path) -> Path:
+    return make_fmriprep(tmp_path / "fmriprep")
