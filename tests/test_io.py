@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -72,3 +73,18 @@ def test_ctrl_c_during_parcellate_leaves_no_partial_file(tmp_path):
         assert pd.read_csv(tsv, sep="\t").shape == (60, 160)
     if proc.returncode != 0:
         assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, ">f4"])
+def test_fast_gz_reader_equals_nibabel(tmp_path, dtype):
+    import nibabel as nib
+
+    from brainfm_cli.data.nifti import read_data
+
+    data = (np.random.default_rng(0).random((6, 7, 8, 5)) * 1000).astype(np.float32)
+    img = nib.Nifti1Image(data.astype(dtype), np.eye(4))
+    nib.save(img, tmp_path / "x.nii.gz")
+    loaded = nib.load(tmp_path / "x.nii.gz")
+    ours = read_data(loaded, tmp_path / "x.nii.gz")
+    assert ours.dtype == np.float32 and ours.flags["F_CONTIGUOUS"]
+    np.testing.assert_array_equal(ours, loaded.get_fdata(dtype=np.float32))

@@ -34,6 +34,7 @@ class RegionWeights:
 
 
 _CACHE: dict[tuple, RegionWeights] = {}
+CHUNK = 32  # volumes per float64 block: exact sums without a float64 copy of the whole run
 _LOCK = threading.Lock()
 
 
@@ -96,7 +97,7 @@ def _from_membership(rows, flat, values, n_regions, expected, shape) -> RegionWe
     with np.errstate(divide="ignore"):
         scale = np.where(counts > 0, 1.0 / counts, 0.0)
     matrix = sp.diags(scale) @ member
-    return RegionWeights(voxels=voxels, matrix=sp.csr_matrix(matrix, dtype=np.float32), membership=member,
+    return RegionWeights(voxels=voxels, matrix=sp.csr_matrix(matrix, dtype=np.float64), membership=member,
                          expected=np.asarray(expected, dtype=float), shape=shape)
 
 
@@ -141,7 +142,7 @@ def _map_weights(atlas: Atlas, shape, affine) -> RegionWeights:
     maps = maps.reshape(-1, n, order="F")
     flat = np.nonzero((maps != 0).any(axis=1))[0]
     sel = maps[flat]
-    matrix = np.linalg.pinv(sel).astype(np.float32)  # [R, V]
+    matrix = np.linalg.pinv(sel)  # [R, V]
     native = np.asanyarray(atlas.image.dataobj)
     mass = np.array([np.abs(native[..., i].astype(np.float64)).sum() for i in range(n)])
     expected = mass * _voxel_volume(atlas.image.affine) / _voxel_volume(affine)
@@ -156,21 +157,33 @@ class Extraction:
     n_nonfinite: int  # non-finite values among the voxels the atlas uses
 
 
-def voxel_matrix(data: np.ndarray) -> np.ndarray:
-    """View a 4-D array (x, y, z, t) as voxels × time without copying when it is Fortran-ordered."""
-    return data.reshape(-1, data.shape[3], order="F")
+def gather(data: np.ndarray, voxels: np.ndarray) -> np.ndarray:
+    """The atlas's voxels over time as a time × voxels float32 array.
+
+    One volume at a time: in a Fortran-ordered 4-D array each volume is contiguous, so every gather
+    reads sorted offsets from one contiguous block instead of striding across the whole run.
+    """
+    n_vols = data.shape[3]
+    flat = data.reshape(-1, n_vols, order="F")
+    out = np.empty((n_vols, len(voxels)), dtype=np.float32)
+    for t in range(n_vols):
+        out[t] = flat[:, t][voxels]
+    return out
 
 
 def extract(data: np.ndarray, weights: RegionWeights) -> Extraction:
     """Region signals (time × regions) and per-region coverage from a 4-D array on the weights' grid."""
-    x = voxel_matrix(data)[weights.voxels]  # gather: [V, T]
+    x = gather(data, weights.voxels)
     finite = np.isfinite(x)
     n_bad = int(x.size - np.count_nonzero(finite))
     if n_bad:
-        x = np.where(finite, x, 0.0)
-    alive = (x.max(axis=1) != x.min(axis=1)).astype(np.float64)
+        x = np.where(finite, x, np.float32(0))
+    alive = (x.max(axis=0) != x.min(axis=0)).astype(np.float64)
     got = weights.membership @ alive
     with np.errstate(divide="ignore", invalid="ignore"):
         coverage = np.clip(np.where(weights.expected > 0, got / weights.expected, 0.0), 0.0, 1.0)
-    signals = np.asarray(weights.matrix @ x.astype(np.float32, copy=False), dtype=np.float64).T
+    signals = np.empty((x.shape[0], weights.n_regions))
+    for t0 in range(0, x.shape[0], CHUNK):  # float64 accumulation, a few volumes at a time
+        part = x[t0:t0 + CHUNK].astype(np.float64)
+        signals[t0:t0 + CHUNK] = np.asarray(weights.matrix @ part.T).T
     return Extraction(signals=signals, coverage=coverage, n_nonfinite=n_bad)
