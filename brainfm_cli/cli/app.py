@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from brainfm_cli import __version__
-from brainfm_cli.cli import atlases, parcellate
+from brainfm_cli.cli import atlases, gradients, parcellate
 
 app = typer.Typer(
     name="brainfm",
@@ -20,6 +20,7 @@ app = typer.Typer(
 
 app.command("parcellate")(parcellate.parcellate)
 app.command("atlases")(atlases.atlases)
+app.command("gradients")(gradients.gradients)
 
 
 def _version(value: bool) -> None:

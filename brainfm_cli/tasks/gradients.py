@@ -1,0 +1,59 @@
+"""The ``gradients`` task: read a corpus, compute group gradients, write TSV + sidecar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brainfm_cli import __version__
+from brainfm_cli.data.bids import RunFilter
+from brainfm_cli.data.gradients import GradientRecipe, compute_gradients
+from brainfm_cli.data.io import atomic_group, json_text, sidecar_path, tsv_text, write_tsv
+from brainfm_cli.data.timeseries import discover_timeseries, read_timeseries
+from brainfm_cli.errors import BrainfmError
+
+
+def read_corpus(inputs, filters: RunFilter | None = None) -> tuple[list[np.ndarray], list[str], list[str], list[Path]]:
+    """Every run of a corpus as arrays over the same regions: (runs, participant ids, region names, files)."""
+    files = discover_timeseries(inputs, filters)
+    runs, subs, regions = [], [], None
+    for f in files:
+        ts = read_timeseries(f)
+        if regions is None:
+            regions = list(ts.data.columns)
+        elif list(ts.data.columns) != regions:
+            raise BrainfmError(f"regions differ from the corpus's first file ({files[0].name})", path=f,
+                               fix="use runs parcellated with one atlas")
+        runs.append(ts.data.to_numpy())
+        subs.append(ts.participant_id)
+    return runs, subs, regions, files
+
+
+def gradients_from_corpus(inputs, output, n_components=30, sparsity=0.9, alpha=0.5, filters=None,
+                          overwrite=False) -> Path | None:
+    recipe = GradientRecipe(n_components=n_components, sparsity=sparsity, alpha=alpha)
+    if str(output) != "-" and Path(output).exists() and not overwrite:
+        raise BrainfmError("the output file already exists", path=output, fix="pass --overwrite or choose another -o")
+    runs, subs, regions, files = read_corpus(inputs, filters)
+    maps, lam, _ = compute_gradients(runs, subs, recipe)
+    table = pd.DataFrame(maps, columns=[f"gradient_{i + 1:02d}" for i in range(maps.shape[1])])
+    table.insert(0, "region", regions)
+    if str(output) == "-":
+        write_tsv(table, "-", float_format="%.9g")
+        return None
+    sidecar = {
+        "Description": "functional gradients (diffusion-map embedding of group FC), regions × components",
+        "Recipe": recipe.__dict__,
+        "Eigenvalues": lam,
+        "NumberOfRuns": len(runs),
+        "NumberOfParticipants": len(set(subs)),
+        "Sources": [str(f) for f in files],
+        "GeneratedBy": {"Name": "brainfm", "Version": __version__, "Command": "gradients"},
+    }
+    out = Path(output)
+    with atomic_group([out, sidecar_path(out)]) as (tmp, tmp_json):
+        tmp.write_text(tsv_text(table, float_format="%.9g"), encoding="utf-8")
+        tmp_json.write_text(json_text(sidecar), encoding="utf-8")
+    return out
