@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -273,7 +273,3 @@ def parcellate_to_stdout(inputs, atlas: Atlas, params: CleanParams, filters=None
         raise BrainfmError(f"-o - writes one run to standard output, but {len(runs)} runs were selected",
                            fix="filter to one run, or give an output folder")
     return extract_run(runs[0], atlas, params)
-
-
-def params_dict(params: CleanParams) -> dict:
-    return asdict(params)
