@@ -116,3 +116,53 @@ def bids(tmp_path) -> Path:
 @pytest.fixture
 def fmriprep(tmp_path) -> Path:
     return make_fmriprep(tmp_path / "fmriprep")
+
+
+# Tiny architectures for tests: the real code paths at a size a 2-core CPU runs in milliseconds.
+TINY = {
+    "brainlm": dict(embed_dim=32, depth=2, num_heads=4, decoder_dim=16, decoder_depth=1, decoder_heads=2),
+    "brainlm-vitmae-111m": dict(embed_dim=32, depth=2, num_heads=4, decoder_dim=16, decoder_depth=1, decoder_heads=2),
+}
+
+
+def seitzman_labels() -> list[str]:
+    from brainfm_cli.atlases import load_atlas
+
+    return list(load_atlas("seitzman300").labels)
+
+
+def write_timeseries_tsv(path: Path, data: np.ndarray, columns: list[str], tr: float | None = 2.0) -> Path:
+    """A region time-series TSV as parcellate writes it (with a sidecar holding the TR unless ``tr`` is None)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(data, columns=columns).to_csv(path, sep="\t", index=False, na_rep="n/a")
+    if tr is not None:
+        path.with_suffix(".json").write_text(json.dumps({"RepetitionTime": tr}))
+    return path
+
+
+def make_region_corpus(root: Path, n_subjects: int = 3, n_vols: int = 220, tr: float = 2.0, seed: int = 0,
+                       columns: list[str] | None = None) -> Path:
+    """A derivatives folder of Seitzman-300 region series with shared low-frequency structure (learnable)."""
+    columns = columns or seitzman_labels()
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_vols) * tr
+    for s in range(n_subjects):
+        sources = np.stack([np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in (0.01, 0.03, 0.05, 0.08)], 1)
+        mixing = rng.standard_normal((4, len(columns)))
+        data = sources @ mixing + 0.3 * rng.standard_normal((n_vols, len(columns)))
+        name = f"sub-{s + 1:02d}_task-rest_atlas-seitzman300_timeseries.tsv"
+        write_timeseries_tsv(root / f"sub-{s + 1:02d}" / "func" / name, data, columns, tr)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_brainlm(tmp_path_factory) -> Path:
+    """A brainfm checkpoint of a randomly initialised tiny BrainLM in the Seitzman-300 space."""
+    from brainfm_cli.models import load
+
+    path = tmp_path_factory.mktemp("weights") / "brainlm-tiny.safetensors"
+    import torch
+
+    torch.manual_seed(0)
+    load("brainlm", pretrained=False, architecture=TINY["brainlm"]).save(path)
+    return path

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from brainfm_cli import __version__
-from brainfm_cli.cli import atlases, gradients, parcellate
+from brainfm_cli.cli import atlases, embed, gradients, models, parcellate, pretrain
 
 app = typer.Typer(
     name="brainfm",
@@ -21,6 +21,9 @@ app = typer.Typer(
 app.command("parcellate")(parcellate.parcellate)
 app.command("atlases")(atlases.atlases)
 app.command("gradients")(gradients.gradients)
+app.command("embed")(embed.embed)
+app.add_typer(models.app, name="models")
+app.command("pretrain")(pretrain.pretrain)
 
 
 def _version(value: bool) -> None:

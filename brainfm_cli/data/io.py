@@ -132,3 +132,24 @@ def sidecar_path(path: str | Path) -> Path:
         if name.endswith(ext):
             return path.with_name(name[: -len(ext)] + ".json")
     return path.with_suffix(".json")
+
+
+class TsvStream:
+    """Rows appended to an open TSV (header first), flushed as they come: memory stays flat for long outputs."""
+
+    def __init__(self, handle: IO, float_format: str = "%.7g"):
+        self.handle = handle
+        self.float_format = float_format
+        self.columns: list[str] | None = None
+        self.rows = 0
+
+    def write(self, df: pd.DataFrame) -> None:
+        if self.columns is None:
+            self.columns = list(df.columns)
+            self.handle.write("\t".join(self.columns) + "\n")
+        elif list(df.columns) != self.columns:
+            raise ValueError("rows with different columns in one TSV")
+        df.to_csv(self.handle, sep="\t", index=False, header=False, na_rep=NA, float_format=self.float_format,
+                  lineterminator="\n")
+        self.handle.flush()
+        self.rows += len(df)

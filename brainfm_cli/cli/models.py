@@ -1,0 +1,60 @@
+"""``brainfm models``: the registered models, their input spaces and whether weights are at hand."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from brainfm_cli.cli._errors import handle_errors
+
+app = typer.Typer(help="List registered models, or show one model card.", no_args_is_help=False,
+                  invoke_without_command=True, add_completion=False)
+
+
+@app.callback(invoke_without_command=True)
+@handle_errors
+def models(
+    ctx: typer.Context,
+    tsv: Annotated[bool, typer.Option("--tsv", help="Print the list as TSV on standard output.")] = False,
+) -> None:
+    """List registered models: family, input space, size, embedding width, weights."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from brainfm_cli.models import list_models
+
+    rows = list_models()
+    if tsv:
+        import pandas as pd
+
+        from brainfm_cli.data.io import write_tsv
+
+        write_tsv(pd.DataFrame(rows), "-")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="brainfm models")
+    cols = ("name", "family", "atlas", "regions", "tr", "window", "size", "embedding", "weights")
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*(str(r[c]) for c in cols))
+    Console(width=max(Console().width, 140)).print(table)
+
+
+@app.command("show")
+@handle_errors
+def show(name: Annotated[str, typer.Argument(help="Model name or card YAML.")],
+         json_out: Annotated[Optional[bool], typer.Option("--json", help="Print the card as JSON.")] = False) -> None:
+    """Print a model card."""
+    import json
+
+    import yaml
+
+    from brainfm_cli.models import get_card
+
+    card = get_card(name)
+    data = card.to_dict()
+    data["weights_present"] = card.weights_file is not None
+    typer.echo(json.dumps(data, indent=2) if json_out else yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

@@ -1,0 +1,86 @@
+"""``brainfm pretrain``: self-supervised pretraining of a model family on your own corpus (one CPU or torchrun)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from brainfm_cli.cli import _options as o
+from brainfm_cli.cli._errors import handle_errors, stderr
+
+
+def _pairs(items: list[str] | None, flag: str) -> dict:
+    """``key=value`` options (values parsed as YAML scalars: numbers, booleans, lists)."""
+    import yaml
+
+    from brainfm_cli.errors import BrainfmError
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BrainfmError(f"{flag} takes key=value, got '{item}'", fix=f"e.g. {flag} depth=2")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@handle_errors
+def pretrain(
+    corpus: Annotated[list[str], typer.Argument(help="Region time-series TSVs or folders (parcellate output).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model to train (see 'brainfm models').")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Run folder: config, metrics, checkpoints, model.")],
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML with any TrainConfig field (flags given on the command line win).")] = None,
+    arch: Annotated[Optional[list[str]], typer.Option(
+        "--arch", help="Architecture override key=value (e.g. depth=2); repeatable.")] = None,
+    objective: Annotated[Optional[list[str]], typer.Option(
+        "--objective", help="Objective option key=value (e.g. mask_ratio=0.5); repeatable.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the corpus.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Crops per process per step.")] = None,
+    accumulation: Annotated[Optional[int], typer.Option("--accumulation", help="Gradient accumulation.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: the family's).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its last checkpoint.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")] = "auto",
+    missing_regions: Annotated[str, typer.Option(
+        "--missing-regions", help="Regions without data: error, or zero.")] = "error",
+    tr: o.RepetitionTime = None,
+    seed: o.Seed = 0,
+    quiet: o.Quiet = False,
+) -> None:
+    """Pretrain a model self-supervised on your own corpus; resumable, and DDP under torchrun."""
+    import yaml
+
+    from brainfm_cli.engine.train import Trainer, TrainConfig
+    from brainfm_cli.errors import BrainfmError
+
+    values: dict = {}
+    if config is not None:
+        try:
+            values = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise BrainfmError(f"cannot read the configuration ({exc})", path=config, fix="give a YAML mapping") from None
+    flags = dict(model=model, corpus=tuple(corpus), output=str(output), epochs=epochs, batch_size=batch_size,
+                 accumulation=accumulation, lr=lr, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                 device=device, dtype=dtype, missing=missing_regions, tr=tr, seed=seed)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values["architecture"] = {**values.get("architecture", {}), **_pairs(arch, "--arch")}
+    values["objective"] = {**values.get("objective", {}), **_pairs(objective, "--objective")}
+    cfg = TrainConfig.from_dict(values)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=stderr, disable=quiet, transient=True) as bar:
+        task_id = bar.add_task("", total=None)
+
+        def on_step(step, total, logs):
+            bar.update(task_id, completed=step, total=total, description=f"loss {logs.get('loss', float('nan')):.4f}")
+
+        path = Trainer(cfg, on_step=on_step).run(resume=resume)
+    stderr.print(f"model written to {path} (card: {path.parent / 'model.yaml'}; embed with --model "
+                 f"{path.parent / 'model.yaml'})")

@@ -1,0 +1,141 @@
+"""The one place region time series become model-ready input: resample, filter, normalise, window, pad.
+
+A :class:`Preprocessor` is built from a model card's input space; ``prepare`` turns a run (time × regions at its
+own TR) into ``[regions, time]`` at the model's TR, and ``windows`` cuts it into the model's length, padding a
+short run with a mask where the model supports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator
+
+import numpy as np
+
+from brainfm_cli.errors import BrainfmError
+
+EPS = 1e-8
+
+
+def resample(data: np.ndarray, tr_in: float, tr_out: float) -> np.ndarray:
+    """``[T, R]`` sampled every ``tr_in`` s → every ``tr_out`` s; polyphase with an anti-aliasing filter."""
+    if abs(tr_in - tr_out) < 1e-6 * tr_out:
+        return data
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(tr_in / tr_out).limit_denominator(200)
+    up, down = ratio.numerator, ratio.denominator
+    return resample_poly(data, up, down, axis=0, padtype="line")
+
+
+def bandpass(data: np.ndarray, tr: float, low: float, high: float, order: int = 5) -> np.ndarray:
+    """Zero-phase Butterworth band-pass of ``[T, R]`` (``order`` per direction); high edge clipped below Nyquist."""
+    from scipy.signal import butter, sosfiltfilt
+
+    nyquist = 0.5 / tr
+    if low >= nyquist:
+        raise BrainfmError(f"the band-pass low edge {low} Hz is above the Nyquist frequency {nyquist:.3f} Hz",
+                           fix="this model's band needs a shorter TR")
+    high = min(high, 0.99 * nyquist)
+    sos = butter(order, [low / nyquist, high / nyquist], btype="band", output="sos")
+    padlen = min(data.shape[0] - 1, 3 * (2 * len(sos) + 1))
+    return sosfiltfilt(sos, data, axis=0, padlen=padlen)
+
+
+def normalise(data: np.ndarray, method: str) -> np.ndarray:
+    """``zscore_region``: each region over time; ``zscore_global``: the whole run; ``robust_region``:
+    (x − median) / IQR per region; ``none``."""
+    if method == "none":
+        return data
+    if method == "zscore_region":
+        return (data - data.mean(axis=0)) / (data.std(axis=0) + EPS)
+    if method == "zscore_global":
+        return (data - data.mean()) / (data.std() + EPS)
+    if method == "robust_region":
+        q1, med, q3 = np.percentile(data, [25, 50, 75], axis=0)
+        return (data - med) / (q3 - q1 + EPS)
+    raise ValueError(f"unknown normalisation {method!r}")
+
+
+@dataclass
+class Window:
+    """One model input: ``x [regions, length]``, its start (in model samples) and a pad mask over time."""
+
+    index: int
+    start: int
+    x: np.ndarray
+    valid: int  # samples of real data; the rest is zero padding
+
+
+@dataclass
+class Preprocessor:
+    """Card-driven preprocessing (see ``InputSpace``): resample → band-pass → normalise → window."""
+
+    tr: float
+    seq_len: int
+    normalisation: str = "zscore_region"
+    bandpass: tuple[float, float] | None = None
+    short_runs: str = "refuse"
+    patch: int | None = None
+    missing: str = "error"  # what to do with all-n/a regions: "error" or "zero"
+
+    @classmethod
+    def from_space(cls, space, missing: str = "error") -> "Preprocessor":
+        return cls(tr=space.tr, seq_len=space.seq_len, normalisation=space.normalisation, bandpass=space.bandpass,
+                   short_runs=space.short_runs, patch=space.patch, missing=missing)
+
+    def describe(self) -> dict:
+        return {"RepetitionTime": self.tr, "Resampling": "polyphase, anti-aliased (scipy resample_poly)",
+                "BandPass": list(self.bandpass) if self.bandpass else None, "Normalisation": self.normalisation,
+                "WindowLength": self.seq_len, "ShortRuns": self.short_runs, "MissingRegions": self.missing}
+
+    def prepare(self, data: np.ndarray, tr: float | None, source=None, regions: list[str] | None = None
+                ) -> tuple[np.ndarray, list[int]]:
+        """Run ``[T, R]`` at ``tr`` → ``[R, T']`` model-ready; also the indices of all-n/a regions (zero-filled)."""
+        if tr is None:
+            raise BrainfmError("the repetition time is unknown (no sidecar)", path=source,
+                               fix="pass --tr SECONDS (or keep the JSON sidecar beside the TSV)")
+        data = np.asarray(data, dtype=np.float64)
+        nan = np.isnan(data)
+        missing = list(np.flatnonzero(nan.all(axis=0)))
+        if nan.any() and (nan.any(axis=0) & ~nan.all(axis=0)).any():
+            raise BrainfmError("n/a values inside a region's series", path=source,
+                               fix="n/a may only fill a whole column (a region without coverage); re-run parcellate")
+        if missing and self.missing != "zero":
+            names = [regions[i] for i in missing[:6]] if regions else missing[:6]
+            raise BrainfmError(f"{len(missing)} region(s) have no data (n/a columns, low coverage): {names}",
+                               path=source, fix="pass --missing-regions zero to fill them with the mean (0 after "
+                               "normalisation; recorded in the sidecar), or re-parcellate with better coverage")
+        present = np.flatnonzero(~nan.all(axis=0))
+        block = data[:, present]
+        block = resample(block, tr, self.tr)
+        if self.bandpass is not None:
+            block = bandpass(block, self.tr, *self.bandpass)
+        block = normalise(block, self.normalisation)
+        out = np.zeros((block.shape[0], data.shape[1]))
+        out[:, present] = block
+        return out.T.astype(np.float32), missing
+
+    def windows(self, x: np.ndarray, window: int | None = None, stride: int | None = None,
+                source=None) -> Iterator[Window]:
+        """Cut ``[R, T]`` into windows of the model length (starting at 0, every ``stride``); a run shorter
+        than one window is zero-padded when the model masks padding, else refused."""
+        length = window or self.seq_len
+        stride = stride or length
+        if stride <= 0 or length <= 0:
+            raise BrainfmError("--window and --stride must be positive", fix="e.g. --stride 50")
+        T = x.shape[1]
+        if T < length:
+            minimum = self.patch or 1
+            if self.short_runs != "pad" or T < minimum:
+                need = f"{length} samples at TR {self.tr} s ({length * self.tr:.0f} s)"
+                raise BrainfmError(f"the run is shorter than one model window: {T} samples after resampling, the "
+                                   f"model needs {need}", path=source,
+                                   fix="use longer runs, or a model that accepts padded input")
+            padded = np.zeros((x.shape[0], length), dtype=x.dtype)
+            padded[:, :T] = x
+            yield Window(0, 0, padded, T)
+            return
+        for i, start in enumerate(range(0, T - length + 1, stride)):
+            yield Window(i, start, x[:, start:start + length], length)

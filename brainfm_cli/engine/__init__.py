@@ -1,0 +1,1 @@
+"""Training and inference machinery shared by every model family: devices, precision, batching, checkpoints."""

@@ -1,0 +1,319 @@
+"""The pretraining loop shared by every family: data, schedules, precision, DDP, checkpoints and resume.
+
+One frozen :class:`TrainConfig` describes a run and is saved into its folder. Every random draw is a pure
+function of (seed, epoch, step, rank), so a run resumed from its last checkpoint continues exactly where it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from brainfm_cli.errors import BrainfmError
+
+log = logging.getLogger("brainfm.pretrain")
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A pretraining run. ``None`` optimisation values take the family's published recipe."""
+
+    model: str
+    corpus: tuple[str, ...]
+    output: str
+    architecture: dict = field(default_factory=dict)
+    objective: dict = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 16
+    accumulation: int = 1
+    lr: float | None = None
+    start_lr: float | None = None
+    min_lr: float | None = None
+    warmup: float | None = None  # fraction of training spent warming the learning rate up
+    weight_decay: float | None = None
+    final_weight_decay: float | None = None
+    betas: tuple[float, float] | None = None
+    grad_clip: float | None = None
+    crops_per_run: int = 1
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    checkpoint_every: int = 50
+    max_steps: int | None = None
+    tr: float | None = None
+    missing: str = "error"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["corpus"] = list(self.corpus)
+        d["betas"] = list(self.betas) if self.betas else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["corpus"] = tuple(d["corpus"])
+        if d.get("betas"):
+            d["betas"] = tuple(d["betas"])
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise BrainfmError(f"unknown configuration keys {sorted(unknown)}",
+                               fix=f"valid keys: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+    def with_recipe(self, recipe: dict) -> "TrainConfig":
+        """Fill unset optimisation values from the family's recipe."""
+        filled = {k: v for k, v in recipe.items() if k in self.__dataclass_fields__ and getattr(self, k) is None}
+        if "betas" in filled:
+            filled["betas"] = tuple(filled["betas"])
+        return replace(self, **filled)
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
+
+
+class Trainer:
+    """Runs a :class:`TrainConfig` to completion, checkpointing and logging on the main process."""
+
+    def __init__(self, config: TrainConfig, on_step: Callable[[int, int, dict], None] | None = None):
+        self.config = config
+        self.on_step = on_step
+
+    def run(self, resume: bool = False) -> Path:
+        from brainfm_cli.data.corpus import load_corpus
+        from brainfm_cli.engine.device import resolve_device, resolve_dtype
+        from brainfm_cli.engine.distributed import barrier, device_for, init_distributed, shutdown
+        from brainfm_cli.models import build, get_card
+
+        cfg = self.config
+        out = Path(cfg.output)
+        base_device = resolve_device(cfg.device)
+        dist = init_distributed(base_device)
+        try:
+            device = device_for(dist, base_device)
+            dtype = resolve_dtype(cfg.dtype, device)
+            card = get_card(cfg.model)
+            if cfg.architecture:
+                card = card.with_architecture(**cfg.architecture)
+            torch.manual_seed(cfg.seed)
+            model = build(card)
+            objective = type(model).pretraining_objective(model, cfg.objective)
+            cfg = cfg.with_recipe(objective.recipe)
+            self.config = cfg
+            corpus = load_corpus(list(cfg.corpus), card, objective.sample_length, tr=cfg.tr, missing=cfg.missing)
+            objective.to(device)
+            ckpt_path = out / CHECKPOINT
+            state = self._resume_state(ckpt_path, resume)
+            if dist.main:
+                self._prepare_folder(out, resume, state is not None)
+            barrier(dist)
+            return self._loop(objective, corpus, card, device, dtype, dist, state)
+        finally:
+            shutdown(dist)
+
+    def _resume_state(self, path: Path, resume: bool) -> dict | None:
+        if not resume:
+            if path.exists():
+                raise BrainfmError("this run folder already holds a checkpoint", path=path.parent.parent,
+                                   fix="pass --resume to continue it, or choose another -o folder")
+            return None
+        if not path.exists():
+            raise BrainfmError("--resume: no checkpoint to resume from", path=path,
+                               fix="start without --resume, or point -o at the folder of the interrupted run")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise BrainfmError(f"the checkpoint cannot be read ({type(exc).__name__}: {str(exc)[:200]})", path=path,
+                               fix="delete it to start over (it is written atomically, so this is unusual)") from None
+        saved = TrainConfig.from_dict(state["config"])
+        mine = self.config.with_recipe({k: v for k, v in saved.to_dict().items() if k in (
+            "lr", "start_lr", "min_lr", "warmup", "weight_decay", "final_weight_decay", "betas", "grad_clip")})
+        differ = [k for k in ("model", "architecture", "objective", "epochs", "batch_size", "accumulation", "seed",
+                              "crops_per_run") if getattr(saved, k) != getattr(mine, k)]
+        if differ:
+            raise BrainfmError(f"--resume with settings that differ from the checkpoint's: {differ}", path=path,
+                               fix="resume with the original settings (see config.yaml in the run folder)")
+        return state
+
+    def _prepare_folder(self, out: Path, resume: bool, has_state: bool) -> None:
+        import yaml
+
+        from brainfm_cli.data.io import atomic_write
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "checkpoints").mkdir(exist_ok=True)
+        with atomic_write(out / "config.yaml") as fh:
+            yaml.safe_dump(self.config.to_dict(), fh, sort_keys=False)
+
+    def _loop(self, objective, corpus, card, device, dtype, dist, state) -> Path:
+        from torch.nn.parallel import DistributedDataParallel
+
+        from brainfm_cli.engine.device import autocast
+        from brainfm_cli.engine.objective import StepInfo, param_groups
+        from brainfm_cli.engine.schedules import cosine, warmup_cosine
+
+        cfg = self.config
+        out = Path(cfg.output)
+        samples = len(corpus) * cfg.crops_per_run
+        per_step = cfg.batch_size * cfg.accumulation * dist.world
+        steps_per_epoch = max(1, samples // per_step)
+        if samples < per_step:
+            log.warning("the corpus (%d samples) is smaller than one optimiser step (%d); samples repeat within a "
+                        "step", samples, per_step)
+        total = cfg.epochs * steps_per_epoch
+        last = min(total, cfg.max_steps) if cfg.max_steps else total
+        warmup = int(round(cfg.warmup * total))
+        groups = param_groups(objective)
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
+        step = 0
+        if state is not None:
+            objective.load_state_dict(state["objective"])
+            opt.load_state_dict(state["optimizer"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            step = int(state["step"])
+            log.info("resumed from step %d", step)
+        net = DistributedDataParallel(objective) if dist.enabled else objective
+        metrics = _MetricsLog(out / "metrics.tsv", step) if dist.main else None
+        stop = _StopFlag()
+        logs: dict = {}
+        with stop:
+            while step < last:
+                epoch = step // steps_per_epoch
+                order = np.random.default_rng(_seed(cfg.seed, epoch)).permutation(samples) % len(corpus)
+                if len(order) < per_step:
+                    order = np.resize(order, per_step)
+                lr = warmup_cosine(step, total, warmup, cfg.start_lr, cfg.lr, cfg.min_lr)
+                wd = cosine(step, total, cfg.weight_decay, cfg.final_weight_decay)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                    if g.get("apply_wd"):
+                        g["weight_decay"] = wd
+                within = step % steps_per_epoch
+                logs = {}
+                objective.train()
+                for micro in range(cfg.accumulation):
+                    lo = ((within * cfg.accumulation + micro) * dist.world + dist.rank) * cfg.batch_size
+                    idx = order[lo:lo + cfg.batch_size]
+                    x, valid = corpus.sample(idx, np.random.default_rng(_seed(cfg.seed, epoch, step, dist.rank, micro)))
+                    gen = torch.Generator().manual_seed(_seed(cfg.seed, step, dist.rank, micro, 1))
+                    info = StepInfo(step, total, gen)
+                    sync = micro == cfg.accumulation - 1 or not dist.enabled
+                    ctx = net.no_sync() if not sync else contextlib.nullcontext()
+                    with ctx, autocast(device, dtype):
+                        loss, terms = net(torch.from_numpy(x).to(device), torch.from_numpy(valid).to(device), info)
+                    if not torch.isfinite(loss):
+                        raise BrainfmError(f"the loss became {loss.item()} at step {step}",
+                                           fix="lower --lr, use --dtype float32, or check the corpus for outliers")
+                    scaled = loss / cfg.accumulation
+                    (scaler.scale(scaled) if scaler else scaled).backward()
+                    for k, v in terms.items():
+                        logs[k] = logs.get(k, 0.0) + float(v) / cfg.accumulation
+                if scaler:
+                    scaler.unscale_(opt)
+                if cfg.grad_clip:
+                    logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.grad_clip))
+                (scaler.step(opt), scaler.update()) if scaler else opt.step()
+                opt.zero_grad(set_to_none=True)
+                logs.update(objective.after_step(StepInfo(step, total, torch.Generator())))
+                logs.update(lr=lr, weight_decay=wd)
+                step += 1
+                if metrics:
+                    metrics.write(step, epoch, logs)
+                if self.on_step and dist.main:
+                    self.on_step(step, last, logs)
+                if dist.main and (step % cfg.checkpoint_every == 0 or step == last or stop.requested):
+                    self._checkpoint(out, objective, opt, scaler, step)
+                if stop.requested:
+                    raise KeyboardInterrupt
+        if dist.main:
+            return self._export(out, objective, card, step, total, logs, corpus)
+        return out / "model.safetensors"
+
+    def _checkpoint(self, out: Path, objective, opt, scaler, step: int) -> None:
+        from brainfm_cli.data.io import atomic_path
+
+        state = {"objective": objective.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "config": self.config.to_dict(), "scaler": scaler.state_dict() if scaler else None}
+        with atomic_path(out / CHECKPOINT) as tmp:
+            torch.save(state, tmp)
+
+    def _export(self, out: Path, objective, card, step, total, logs, corpus) -> Path:
+        import yaml
+
+        from brainfm_cli.data.io import atomic_write
+        from brainfm_cli.models.checkpoint import sha256sum
+
+        model = objective.export_model()
+        training = dict(card.training)
+        training.update({
+            "recipe": {k: v for k, v in self.config.to_dict().items() if k not in ("output", "device")},
+            "steps": step, "total_steps": total, "runs": len(corpus), "participants": len(set(corpus.participants)),
+            "final_loss": logs.get("loss"),
+        })
+        from dataclasses import replace as dc_replace
+
+        model.card = dc_replace(model.card, training=training, weights={"file": "model.safetensors"})
+        path = model.save(out / "model.safetensors")
+        card_dict = model.card.to_dict()
+        card_dict["weights"] = {"file": "model.safetensors", "sha256": sha256sum(path)}
+        with atomic_write(out / "model.yaml") as fh:
+            yaml.safe_dump(card_dict, fh, sort_keys=False, allow_unicode=True)
+        return path
+
+
+class _MetricsLog:
+    """``metrics.tsv``: one row per optimiser step; on resume, rows after the checkpoint are dropped."""
+
+    def __init__(self, path: Path, resumed_step: int):
+        self.path = path
+        self.columns: list[str] | None = None
+        if path.exists():
+            lines = path.read_text().splitlines()
+            if lines:
+                self.columns = lines[0].split("\t")
+                kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[0]) <= resumed_step]
+                path.write_text("\n".join(kept) + "\n")
+
+    def write(self, step: int, epoch: int, logs: dict) -> None:
+        row = {"step": step, "epoch": epoch, **logs}
+        if self.columns is None:
+            self.columns = list(row)
+            self.path.write_text("\t".join(self.columns) + "\n")
+        vals = [row.get(c, "n/a") for c in self.columns]
+        with open(self.path, "a") as fh:
+            fh.write("\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in vals) + "\n")
+
+
+class _StopFlag:
+    """Turns SIGTERM (a scheduler's kill) into a clean stop: checkpoint at the current step, then exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, *_):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+        return False

@@ -1,0 +1,187 @@
+"""BrainLM (Caro et al., ICLR 2024), the paper's design on any atlas with region coordinates.
+
+Each region's series is cut into patches of ``patch`` TRs; a patch is a token (a linear projection of its
+values) plus a spatial embedding of the region's MNI xyz (``Linear(3 → D)``) and a fixed sin-cos embedding of
+its time index. Tokens are region-major (``r·P + t``), a CLS token leads, a pre-norm ViT encodes and a light
+decoder reconstructs hidden patches (masked at random or in the future; MSE on hidden patches only).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from brainfm_cli.engine.objective import Objective
+from brainfm_cli.errors import BrainfmError
+from brainfm_cli.layers import Block, init_vit_weights, sincos_1d
+from brainfm_cli.masking import gather_tokens
+from brainfm_cli.models._space import atlas_coordinates
+from brainfm_cli.models.base import BrainModel, Encoded
+from brainfm_cli.models.card import ModelCard
+
+
+class BrainLM(BrainModel):
+    poolings = ("cls", "mean", "tokens")
+    default_pooling = "cls"
+
+    def __init__(self, card: ModelCard, coords):
+        super().__init__(card)
+        a, space = card.architecture, card.input
+        D, Dd = int(a["embed_dim"]), int(a["decoder_dim"])
+        self.patch = int(space.patch)
+        if space.seq_len % self.patch:
+            raise ValueError(f"sequence length {space.seq_len} is not a multiple of the patch {self.patch}")
+        self.n_regions = space.n_regions
+        eps = float(a.get("norm_eps", 1e-6))
+        self.register_buffer("coords", torch.as_tensor(coords, dtype=torch.float32).reshape(-1, 3))
+        self.patch_embed = nn.Linear(self.patch, D)
+        self.xyz_embed = nn.Linear(3, D)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        self.blocks = nn.ModuleList(Block(D, int(a["num_heads"]), float(a.get("mlp_ratio", 4.0)), norm_eps=eps)
+                                    for _ in range(int(a["depth"])))
+        self.norm = nn.LayerNorm(D, eps=eps)
+        self.decoder_embed = nn.Linear(D, Dd)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
+        self.decoder_xyz = nn.Linear(3, Dd)
+        self.decoder_blocks = nn.ModuleList(Block(Dd, int(a["decoder_heads"]), float(a.get("mlp_ratio", 4.0)),
+                                                  norm_eps=eps) for _ in range(int(a["decoder_depth"])))
+        self.decoder_norm = nn.LayerNorm(Dd, eps=eps)
+        self.decoder_pred = nn.Sequential(nn.Linear(Dd, Dd // 2), nn.LeakyReLU(0.1), nn.Linear(Dd // 2, self.patch))
+        self.apply(init_vit_weights)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    @classmethod
+    def from_card(cls, card: ModelCard, coords=None) -> "BrainLM":
+        return cls(card, atlas_coordinates(card, coords))
+
+    @classmethod
+    def pretraining_objective(cls, model: "BrainLM", options: dict) -> "MaskedReconstruction":
+        return MaskedReconstruction(model, options)
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, R, T]`` → ``[B, R·P, patch]`` (region-major)."""
+        B, R, T = x.shape
+        if T % self.patch:
+            raise BrainfmError(f"{self.card.name} needs a length that is a multiple of {self.patch} TRs, got {T}",
+                               fix=f"crop or pad the input to a multiple of {self.patch}")
+        return x.reshape(B, R * (T // self.patch), self.patch)
+
+    def _positions(self, proj: nn.Linear, dim: int, n_patches: int, device) -> torch.Tensor:
+        space = proj(self.coords)[:, None, :]  # [R, 1, D]
+        time = sincos_1d(dim, n_patches).to(device=device, dtype=space.dtype)[None]  # [1, P, D]
+        return (space + time).reshape(-1, dim)  # [R·P, D]
+
+    def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None,
+                         hidden: torch.Tensor | None = None, return_attention: bool = False):
+        """Encoder output ``[B, 1 + K, D]`` (CLS first) for the tokens in ``keep`` (all when None).
+
+        ``hidden [B, R·P]`` (True = padded or missing) keeps those tokens out of attention instead of dropping them.
+        """
+        self.check_input(x)
+        B, _, T = x.shape
+        tokens = self.patch_embed(self.patchify(x))
+        tokens = tokens + self._positions(self.xyz_embed, tokens.shape[-1], T // self.patch, x.device)
+        if keep is not None:
+            tokens = gather_tokens(tokens, keep)
+        tokens = torch.cat([self.cls_token.expand(B, -1, -1), tokens], dim=1)
+        attn_mask = None
+        if hidden is not None:
+            visible = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=x.device), ~hidden], dim=1)
+            attn_mask = visible[:, None, None, :]
+        maps = []
+        for blk in self.blocks:
+            if return_attention:
+                tokens, a = blk.forward_with_attention(tokens, attn_mask)
+                maps.append(a)
+            else:
+                tokens = blk(tokens, attn_mask)
+        tokens = self.norm(tokens)
+        return (tokens, maps) if return_attention else tokens
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
+        """``mask [B, R, P]`` or ``[B, R·P]``: True for padded or missing patches (excluded from attention and mean)."""
+        hidden = None if mask is None else mask.reshape(x.shape[0], -1)
+        out = self.forward_features(x, hidden=hidden)
+        tokens = out[:, 1:]
+        result: Encoded = {"cls": out[:, 0], "tokens": tokens}
+        if hidden is not None:
+            result["visible"] = ~hidden
+        return result
+
+    def padding_mask(self, valid: list[int], length: int) -> torch.Tensor | None:
+        """``[B, R, P]`` True for patches that lie entirely in the padding."""
+        if all(v == length for v in valid):
+            return None
+        starts = torch.arange(0, length, self.patch)
+        padded = starts[None, :] >= torch.as_tensor(valid)[:, None]  # [B, P]
+        return padded[:, None, :].expand(-1, self.n_regions, -1)
+
+    def pool(self, out: Encoded, pooling: str) -> torch.Tensor:
+        if pooling == "mean" and out.get("visible") is not None:
+            w = out["visible"].to(out["tokens"].dtype).unsqueeze(-1)
+            return (out["tokens"] * w).sum(1) / w.sum(1).clamp_min(1)
+        return super().pool(out, pooling)
+
+    def decode(self, latent: torch.Tensor, keep: torch.Tensor, n_patches: int) -> torch.Tensor:
+        """Predicted patch values ``[B, R·P, patch]`` for every token, from the encoder output of ``keep``."""
+        B = latent.shape[0]
+        n_tokens = self.n_regions * n_patches
+        y = self.decoder_embed(latent)
+        full = self.mask_token.expand(B, n_tokens, -1).clone()
+        full.scatter_(1, keep.unsqueeze(-1).expand(-1, -1, y.shape[-1]), y[:, 1:])
+        full = full + self._positions(self.decoder_xyz, y.shape[-1], n_patches, latent.device)
+        full = torch.cat([y[:, :1], full], dim=1)
+        for blk in self.decoder_blocks:
+            full = blk(full)
+        return self.decoder_pred(self.decoder_norm(full))[:, 1:]
+
+    def reconstruct(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Encode the visible tokens ``keep`` and predict all patches ``[B, R·P, patch]``."""
+        latent = self.forward_features(x, keep=keep)
+        return self.decode(latent, keep, x.shape[-1] // self.patch)
+
+
+class MaskedReconstruction(Objective):
+    """BrainLM's objective: hide patches at random (``mask_ratio``) or in the future (``future_patches``),
+    reconstruct them with the decoder, MSE on hidden patches that hold data (padding excluded)."""
+
+    recipe = {"lr": 1e-3, "start_lr": 0.0, "min_lr": 1e-6, "warmup": 0.05, "weight_decay": 0.05,
+              "final_weight_decay": 0.05, "betas": (0.9, 0.95), "grad_clip": 1.0}
+    defaults = {"mask_ratio": 0.75, "future_patches": 0, "future_probability": 0.0}
+
+    def __init__(self, model: BrainLM, options: dict):
+        super().__init__(model)
+        unknown = set(options) - set(self.defaults)
+        if unknown:
+            raise BrainfmError(f"unknown BrainLM objective options {sorted(unknown)}",
+                               fix=f"valid: {', '.join(self.defaults)}")
+        self.options = {**self.defaults, **options}
+
+    def forward(self, x, valid, info):
+        from brainfm_cli.masking.random import future_mask, random_mask
+
+        model: BrainLM = self.model
+        B, R, T = x.shape
+        P = T // model.patch
+        o = self.options
+        use_future = o["future_patches"] and float(torch.rand((), generator=info.generator)) < o["future_probability"]
+        tm = future_mask(B, R, P, int(o["future_patches"])) if use_future else \
+            random_mask(B, R * P, float(o["mask_ratio"]), info.generator)
+        keep, masked = tm.keep.to(x.device), tm.masked.to(x.device)
+        pred = model.reconstruct(x, keep)
+        target = model.patchify(x)
+        data = (torch.arange(P, device=x.device) * model.patch < valid[:, None]).repeat(1, R)  # [B, R·P]
+        loss = masked_patch_loss(pred, target, masked, data)
+        return loss, {"loss": float(loss.detach())}
+
+
+def masked_patch_loss(pred: torch.Tensor, target: torch.Tensor, masked: torch.Tensor,
+                      data: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE over the hidden patches ``masked [B, M]`` only, ignoring patches that are padding (``data`` False)."""
+    err = (gather_tokens(pred, masked) - gather_tokens(target, masked)).pow(2).mean(-1)
+    if data is None:
+        return err.mean()
+    w = torch.gather(data, 1, masked).to(err.dtype)
+    return (err * w).sum() / w.sum().clamp_min(1)
+

@@ -1,0 +1,184 @@
+"""BrainLM's released ViT-MAE models (``vitmae_111M``, ``vitmae_650M``): the authors' geometry exactly.
+
+The ``[424 regions, 200 TRs]`` input (A424 order) is re-ordered by the regions' Y coordinate (stable sort),
+divided by 5.6430855, repeated to 3 channels and padded with −1 to a square image (432² for patch 16,
+434² for patch 14). A ``Conv2d`` patch embedding, fixed 2-D sin-cos positions, a CLS token, pre-LN ViT layers
+and a final layer norm follow (Hugging Face's ViT-MAE). Only 351 of the 729 patches (111M) carry signal; the
+rest are padding, as in the authors' design.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from brainfm_cli.errors import BrainfmError
+from brainfm_cli.layers import Block, init_vit_weights, sincos_2d
+from brainfm_cli.masking import gather_tokens
+from brainfm_cli.models._space import read_coordinates
+from brainfm_cli.models.base import BrainModel, Encoded
+from brainfm_cli.models.card import ModelCard
+from brainfm_cli.models.checkpoint import Checkpoint, strip_prefix
+
+SCALE = 5.6430855  # the authors' tutorial divides the scaled recordings by this before the model
+PAD_VALUE = -1.0
+
+
+class BrainLMViTMAE(BrainModel):
+    poolings = ("cls", "mean", "tokens")
+    default_pooling = "cls"
+
+    def __init__(self, card: ModelCard, coords):
+        super().__init__(card)
+        a, space = card.architecture, card.input
+        D, p, size = int(a["embed_dim"]), int(a["patch_size"]), int(a["image_size"])
+        self.patch, self.size, self.channels = p, size, int(a.get("num_channels", 3))
+        self.grid = size // p
+        if size % p or size < max(space.n_regions, space.seq_len):
+            raise ValueError(f"image {size} does not fit {space.n_regions}×{space.seq_len} in patches of {p}")
+        self.pad_rows = (size - space.n_regions) // 2
+        self.pad_cols = (size - space.seq_len) // 2
+        eps = float(a.get("norm_eps", 1e-12))
+        coords = torch.as_tensor(coords, dtype=torch.float64).reshape(-1, 3)
+        self.register_buffer("order", torch.sort(coords[:, 1], stable=True).indices, persistent=False)
+        self.patch_embed = nn.Conv2d(self.channels, D, kernel_size=p, stride=p)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        self.register_buffer("pos_embed", sincos_2d(D, self.grid, self.grid, cls_token=True)[None])
+        self.blocks = nn.ModuleList(Block(D, int(a["num_heads"]), float(a["mlp_ratio"]), norm_eps=eps)
+                                    for _ in range(int(a["depth"])))
+        self.norm = nn.LayerNorm(D, eps=eps)
+        Dd = int(a["decoder_dim"])
+        self.decoder_embed = nn.Linear(D, Dd)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
+        self.register_buffer("decoder_pos_embed", sincos_2d(Dd, self.grid, self.grid, cls_token=True)[None])
+        self.decoder_blocks = nn.ModuleList(Block(Dd, int(a["decoder_heads"]), float(a["decoder_mlp_ratio"]),
+                                                  norm_eps=eps) for _ in range(int(a["decoder_depth"])))
+        self.decoder_norm = nn.LayerNorm(Dd, eps=eps)
+        self.decoder_pred = nn.Linear(Dd, p * p * self.channels)
+        self.apply(init_vit_weights)
+        w = self.patch_embed.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    @classmethod
+    def from_card(cls, card: ModelCard, coords=None) -> "BrainLMViTMAE":
+        if coords is None:
+            raise BrainfmError(f"{card.name} needs the A424 region coordinates to order its rows",
+                               fix="pass coords= (an array [424, 3] or the authors' A424_Coordinates.dat), "
+                               "or --coords FILE on the command line")
+        return cls(card, read_coordinates(coords, card.input.n_regions))
+
+    def to_image(self, x: torch.Tensor) -> torch.Tensor:
+        """The authors' preprocessing: Y-sort, scale, 3 channels, −1 padding → ``[B, C, size, size]``."""
+        self.check_input(x)
+        if x.shape[2] != self.card.input.seq_len:
+            raise BrainfmError(f"{self.card.name} takes {self.card.input.seq_len} time points, got {x.shape[2]}",
+                               fix="window the run to the model's length")
+        img = (x[:, self.order, :] / SCALE).unsqueeze(1).expand(-1, self.channels, -1, -1)
+        r, c = self.pad_rows, self.pad_cols
+        extra_r = self.size - x.shape[1] - 2 * r
+        extra_c = self.size - x.shape[2] - 2 * c
+        return F.pad(img, (c, c + extra_c, r, r + extra_r), value=PAD_VALUE)
+
+    def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, 1 + K, D]`` after the final norm, CLS first, for the patches in ``keep`` (all when None)."""
+        tokens = self.patch_embed(self.to_image(x)).flatten(2).transpose(1, 2) + self.pos_embed[:, 1:]
+        if keep is not None:
+            tokens = gather_tokens(tokens, keep)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        tokens = torch.cat([cls, tokens], dim=1)
+        for blk in self.blocks:
+            tokens = blk(tokens)
+        return self.norm(tokens)
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
+        if mask is not None:
+            raise BrainfmError(f"{self.card.name} has no padding mask", fix="give full-length windows")
+        out = self.forward_features(x)
+        return {"cls": out[:, 0], "tokens": out[:, 1:]}
+
+    def decode(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Pixel predictions ``[B, N, p·p·C]`` for every patch, from the encoder output of ``keep``."""
+        y = self.decoder_embed(latent)
+        B, n = y.shape[0], self.grid ** 2
+        full = self.mask_token.expand(B, n, -1).clone()
+        full.scatter_(1, keep.unsqueeze(-1).expand(-1, -1, y.shape[-1]), y[:, 1:])
+        full = torch.cat([y[:, :1], full], dim=1) + self.decoder_pos_embed
+        for blk in self.decoder_blocks:
+            full = blk(full)
+        return self.decoder_pred(self.decoder_norm(full))[:, 1:]
+
+    def patchify(self, img: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` → ``[B, N, p·p·C]`` in Hugging Face's (row, col, channel) pixel order."""
+        B, C, _, _ = img.shape
+        g, p = self.grid, self.patch
+        return img.reshape(B, C, g, p, g, p).permute(0, 2, 4, 3, 5, 1).reshape(B, g * g, p * p * C)
+
+    def signal_pixels(self) -> torch.Tensor:
+        """``[N, p·p·C]`` True for pixels inside the 424×200 signal (the loss excludes padding)."""
+        img = torch.zeros(1, self.channels, self.size, self.size, dtype=torch.bool)
+        img[..., self.pad_rows:self.pad_rows + self.card.input.n_regions,
+            self.pad_cols:self.pad_cols + self.card.input.seq_len] = True
+        return self.patchify(img)[0]
+
+    def convert_foreign(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+        """Hugging Face ``ViTMAEForPreTraining`` keys (``vit.*``, ``decoder.*``) → ours; q, k, v fused."""
+        state = strip_prefix(ckpt.state, "module.")
+        if ckpt.config:
+            self._check_config(ckpt.config, ckpt)
+        out: dict[str, torch.Tensor] = {}
+        renames = {
+            "vit.embeddings.cls_token": "cls_token",
+            "vit.embeddings.position_embeddings": "pos_embed",
+            "vit.embeddings.patch_embeddings.projection.weight": "patch_embed.weight",
+            "vit.embeddings.patch_embeddings.projection.bias": "patch_embed.bias",
+            "vit.layernorm.weight": "norm.weight", "vit.layernorm.bias": "norm.bias",
+            "decoder.mask_token": "mask_token", "decoder.decoder_pos_embed": "decoder_pos_embed",
+            "decoder.decoder_embed.weight": "decoder_embed.weight", "decoder.decoder_embed.bias": "decoder_embed.bias",
+            "decoder.decoder_norm.weight": "decoder_norm.weight", "decoder.decoder_norm.bias": "decoder_norm.bias",
+            "decoder.decoder_pred.weight": "decoder_pred.weight", "decoder.decoder_pred.bias": "decoder_pred.bias",
+        }
+        layer_parts = {
+            "attention.output.dense": "attn.proj", "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
+            "layernorm_before": "norm1", "layernorm_after": "norm2",
+        }
+        qkv: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            if key in renames:
+                out[renames[key]] = value
+                continue
+            for prefix, ours in (("vit.encoder.layer.", "blocks."), ("decoder.decoder_layers.", "decoder_blocks.")):
+                if key.startswith(prefix):
+                    index, _, rest = key[len(prefix):].partition(".")
+                    base = f"{ours}{index}."
+                    if rest.startswith("attention.attention."):
+                        which, _, kind = rest[len("attention.attention."):].partition(".")
+                        qkv.setdefault(f"{base}attn.qkv.{kind}", {})[which] = value
+                    else:
+                        part, _, kind = rest.rpartition(".")
+                        out[base + layer_parts.get(part, part) + "." + kind] = value
+                    break
+            else:
+                out[key] = value  # left as is: reported as unexpected by the key check
+        for key, parts in qkv.items():
+            if set(parts) == {"query", "key", "value"}:
+                out[key] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
+            else:
+                out[key + f" (only {sorted(parts)})"] = next(iter(parts.values()))
+        return out
+
+    def _check_config(self, config: dict, ckpt: Checkpoint) -> None:
+        a = self.card.architecture
+        pairs = {"hidden_size": a["embed_dim"], "num_hidden_layers": a["depth"], "num_attention_heads": a["num_heads"],
+                 "patch_size": a["patch_size"], "image_size": a["image_size"]}
+        def first(v):  # Hugging Face stores image_size as an int or a [height, width] list
+            return int(v[0] if isinstance(v, (list, tuple)) else v)
+
+        wrong = {k: (config[k], v) for k, v in pairs.items() if k in config and first(config[k]) != int(v)}
+        if wrong:
+            detail = ", ".join(f"{k} {got} ≠ {want}" for k, (got, want) in wrong.items())
+            raise BrainfmError(f"config.json describes another architecture than {self.card.name} ({detail})",
+                               path=ckpt.path.parent / "config.json",
+                               fix="use --model brainlm-vitmae-111m or brainlm-vitmae-650m to match the weights")

@@ -1,0 +1,140 @@
+"""Model cards: what a registered model is, as data (``models/*.yaml``, data contracts §6).
+
+A card names the family and its hyperparameters (``architecture``), the input space the model expects
+(``input``: atlas, regions, TR, length, patch, normalisation), where its weights come from, and what is known
+about its training and evaluation. ``embed --model NAME`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from brainfm_cli.errors import BrainfmError
+
+NORMALISATIONS = ("zscore_region", "zscore_global", "robust_region", "none")
+
+
+@dataclass(frozen=True)
+class InputSpace:
+    """The model-ready input: ``n_regions`` × ``seq_len`` samples at ``tr`` seconds, normalised as stated.
+
+    ``atlas`` names a brainfm atlas when the space is available offline (region names are then checked), else
+    it describes the space the user must supply. ``bandpass`` is ``[low, high]`` Hz applied after resampling.
+    ``short_runs``: ``pad`` (the model masks padded patches) or ``refuse``.
+    """
+
+    n_regions: int
+    seq_len: int
+    tr: float
+    atlas: str | None = None
+    atlas_description: str = ""
+    patch: int | None = None
+    normalisation: str = "zscore_region"
+    bandpass: tuple[float, float] | None = None
+    short_runs: str = "refuse"
+
+    def __post_init__(self):
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {self.normalisation!r}; one of {NORMALISATIONS}")
+        if self.short_runs not in ("pad", "refuse"):
+            raise ValueError(f"short_runs must be 'pad' or 'refuse', not {self.short_runs!r}")
+        if self.bandpass is not None:
+            object.__setattr__(self, "bandpass", tuple(float(b) for b in self.bandpass))
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    family: str
+    description: str
+    architecture: dict[str, Any]
+    input: InputSpace
+    version: str = "1"
+    embedding: dict[str, Any] = field(default_factory=dict)  # width, poolings, default pooling
+    weights: dict[str, Any] = field(default_factory=dict)  # file (beside the card) / source (hf://…) / sha256
+    paper: str = ""
+    licence: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    path: str | None = None
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("path")
+        if out["input"]["bandpass"] is not None:
+            out["input"]["bandpass"] = list(out["input"]["bandpass"])
+        return out
+
+    def with_architecture(self, **overrides) -> "ModelCard":
+        arch = copy.deepcopy(self.architecture)
+        arch.update(overrides)
+        return replace(self, architecture=arch)
+
+    def with_input(self, **overrides) -> "ModelCard":
+        return replace(self, input=replace(self.input, **overrides))
+
+    @property
+    def weights_file(self) -> Path | None:
+        """The shipped checkpoint beside the card, if the card names one and it is present."""
+        name = self.weights.get("file")
+        if not name or self.path is None:
+            return None
+        p = Path(self.path).parent / name
+        return p if p.is_file() else None
+
+
+def card_from_dict(data: dict, path: str | None = None) -> ModelCard:
+    """Build a card from its YAML/JSON form; a malformed card is an error naming the file."""
+    try:
+        data = dict(data)
+        space = InputSpace(**data.pop("input"))
+        return ModelCard(input=space, path=path, **data)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BrainfmError(f"malformed model card ({exc})", path=path,
+                           fix="compare it with a card from 'brainfm models show NAME'") from None
+
+
+def _read_card(path: Path) -> ModelCard:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise BrainfmError(f"model card is not valid YAML ({exc})", path=path, fix="repair the file") from None
+    if not isinstance(data, dict):
+        raise BrainfmError("model card is not a mapping", path=path, fix="repair the file")
+    return card_from_dict(data, str(path))
+
+
+@lru_cache(maxsize=1)
+def registered_cards() -> dict[str, ModelCard]:
+    """Every card shipped with brainfm, by name."""
+    from brainfm_cli._resources import model_cards_dir
+
+    cards = {}
+    for path in sorted(model_cards_dir().glob("*.yaml")):
+        card = _read_card(path)
+        cards[card.name] = card
+    return cards
+
+
+def get_card(name: str | Path) -> ModelCard:
+    """A registered card by name, or a card YAML file; an unknown name suggests the closest."""
+    text = str(name)
+    if text.endswith((".yaml", ".yml")):
+        path = Path(text)
+        if not path.is_file():
+            raise BrainfmError("model card not found", path=path, fix="check the path")
+        return _read_card(path)
+    cards = registered_cards()
+    if text in cards:
+        return cards[text]
+    close = difflib.get_close_matches(text.lower(), list(cards), n=3, cutoff=0.4)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise BrainfmError(f"unknown model '{text}'", fix=f"{hint}'brainfm models' lists them all")

@@ -1,0 +1,278 @@
+"""The ``embed`` task: runs (region TSVs or NIfTI) → model-ready windows → batched encoder → embeddings TSV.
+
+Streaming: one run is read at a time, windows are encoded a batch at a time and rows are written as they are
+produced, so memory stays flat however many runs are embedded (data contracts §3 for the output).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from brainfm_cli import __version__
+from brainfm_cli.data.bids import RunFilter
+from brainfm_cli.data.preprocess import Preprocessor, Window
+from brainfm_cli.data.timeseries import RegionTimeseries
+from brainfm_cli.errors import BrainfmError
+
+log = logging.getLogger("brainfm.embed")
+
+ID_COLUMNS = ("participant_id", "session_id", "task", "run", "window", "source")
+NIFTI = (".nii", ".nii.gz")
+
+
+@dataclass
+class RunSource:
+    """One input run, loaded lazily (a region TSV is read, a NIfTI run is parcellated, when its turn comes)."""
+
+    path: Path
+    entities: dict[str, str]
+    load: Callable[[], RegionTimeseries]
+
+
+@dataclass
+class EmbedOptions:
+    pooling: str | None = None
+    window: int | None = None
+    stride: int | None = None
+    aggregate: str = "none"  # "none": a row per window; "mean": a row per run
+    batch_size: int = 8
+    missing: str = "error"
+    device: str = "auto"
+    dtype: str = "auto"
+    tr: float | None = None
+    seed: int = 0
+
+
+def read_path_list(stream) -> list[str]:
+    """Paths given one per line on standard input (``embed -``)."""
+    paths = [line.strip() for line in stream if line.strip()]
+    if not paths:
+        raise BrainfmError("no paths on standard input", fix="pipe one path per line, e.g. 'ls *.tsv | brainfm embed -'")
+    return paths
+
+
+def discover_sources(inputs: list[str], filters: RunFilter, space: str | None, atlas_factory, clean,
+                     tr: float | None) -> list[RunSource]:
+    """Region time-series TSVs (files or derivatives folders) and BOLD runs (parcellated on the fly)."""
+    from brainfm_cli.data.bids import discover_bold
+    from brainfm_cli.data.timeseries import discover_timeseries, read_timeseries
+
+    if inputs == ["-"]:
+        inputs = read_path_list(sys.stdin)
+    tables, images = [], []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            (tables if any(p.rglob("*_timeseries.tsv")) else images).append(item)
+        elif item.endswith(NIFTI):
+            images.append(item)
+        else:
+            tables.append(item)
+    sources: list[RunSource] = []
+    if tables:
+        from brainfm_cli.data.bids import parse_entities
+
+        for f in discover_timeseries(tables, filters):
+            entities = parse_entities(f.name)[0]
+            sources.append(RunSource(f, entities, lambda f=f: read_timeseries(f, tr=tr)))
+    if images:
+        from brainfm_cli.data.parcellate import extract_run
+
+        for run in discover_bold(images, filters, space):
+            sources.append(RunSource(run.path, dict(run.entities),
+                                     lambda run=run: extract_run(run, atlas_factory(), clean)))
+    return sources
+
+
+def check_regions(ts: RegionTimeseries, card, expected: list[str] | None, source) -> pd.DataFrame:
+    """The run's columns must be the model's regions: same count, and same names where the atlas is known."""
+    cols = list(ts.data.columns)
+    space = card.input
+    if len(cols) != space.n_regions:
+        where = space.atlas or space.atlas_description
+        raise BrainfmError(f"{len(cols)} regions, but {card.name} needs {space.n_regions} ({where})", path=source,
+                           fix=f"parcellate with the model's atlas" + (f": brainfm parcellate … --atlas {space.atlas}"
+                                                                       if space.atlas else f" ({where})"))
+    if expected is None or cols == expected:
+        return ts.data
+    if set(cols) == set(expected):
+        log.warning("%s: regions are in another order than %s's atlas; re-ordered", Path(source).name, card.name)
+        return ts.data[expected]
+    diff = [c for c in cols if c not in set(expected)][:4]
+    raise BrainfmError(f"region names differ from {card.name}'s atlas {space.atlas} (e.g. {diff})", path=source,
+                       fix=f"parcellate with --atlas {space.atlas}")
+
+
+def _id_columns(sources: list[RunSource], aggregate: str) -> list[str]:
+    have = {k for s in sources for k in s.entities}
+    cols = ["participant_id"]
+    cols += [c for c, e in (("session_id", "ses"), ("task", "task"), ("run", "run")) if e in have]
+    if aggregate == "none":
+        cols.append("window")
+    return cols + ["source"]
+
+
+def _ids(source: RunSource, window: int | None) -> dict:
+    e = source.entities
+    return {"participant_id": f"sub-{e.get('sub', 'unknown')}", "session_id": f"ses-{e['ses']}" if "ses" in e else None,
+            "task": e.get("task"), "run": e.get("run"), "window": window, "source": str(source.path)}
+
+
+def iter_windows(sources: list[RunSource], prep: Preprocessor, card, expected, opts: EmbedOptions,
+                 on_run: Callable[[], None] | None = None) -> Iterator[tuple[RunSource, Window, list[int]]]:
+    """Every window of every run, in order; runs are read one at a time."""
+    for source in sources:
+        ts = source.load()
+        data = check_regions(ts, card, expected, source.path)
+        x, missing = prep.prepare(data.to_numpy(), ts.tr if ts.tr is not None else opts.tr, source.path,
+                                  list(data.columns))
+        if missing:
+            log.warning("%s: %d region(s) without data were filled with zeros", source.path.name, len(missing))
+        for w in prep.windows(x, opts.window, opts.stride, source.path):
+            yield source, w, missing
+        if on_run:
+            on_run()
+
+
+def _batches(it, size):
+    batch = []
+    for item in it:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def embed_rows(model, sources, prep, expected, opts: EmbedOptions, on_run=None) -> Iterator[pd.DataFrame]:
+    """Yield embedding rows (a DataFrame per batch, or per run with ``aggregate='mean'``)."""
+    import torch
+
+    from brainfm_cli.engine.device import autocast, resolve_dtype
+
+    pooling = opts.pooling or model.default_pooling
+    if pooling not in model.poolings:
+        raise BrainfmError(f"{model.card.name} has no pooling '{pooling}'", fix=f"use one of {', '.join(model.poolings)}")
+    device = next(model.parameters()).device
+    dtype = resolve_dtype(opts.dtype, device)
+    id_cols = _id_columns(sources, opts.aggregate)
+    pending: dict[int, list] = {}  # run index → pooled vectors, for aggregate=mean
+    order = {id(s): i for i, s in enumerate(sources)}
+    emitted = 0
+
+    def frame(ids: list[dict], vectors: np.ndarray, token_rows: bool) -> pd.DataFrame:
+        head = pd.DataFrame(ids)[[c for c in id_cols]]
+        width = vectors.shape[-1]
+        body = pd.DataFrame(vectors.reshape(-1, width), columns=[f"emb_{i:04d}" for i in range(width)])
+        if token_rows:
+            n = vectors.shape[1]
+            head = head.loc[head.index.repeat(n)].reset_index(drop=True)
+            head.insert(len(head.columns) - 1, "token", np.tile(np.arange(n), len(ids)))
+        return pd.concat([head, body], axis=1)
+
+    torch.manual_seed(opts.seed)
+    with torch.inference_mode():
+        for batch in _batches(iter_windows(sources, prep, model.card, expected, opts, on_run), opts.batch_size):
+            x = torch.from_numpy(np.stack([w.x for _, w, _ in batch])).to(device)
+            mask = model.padding_mask([w.valid for _, w, _ in batch], x.shape[-1])
+            with autocast(device, dtype):
+                out = model.encode(x, mask=None if mask is None else mask.to(device))
+                pooled = model.pool(out, pooling)
+            vectors = pooled.float().cpu().numpy()
+            if opts.aggregate == "mean":
+                for (source, _, _), v in zip(batch, vectors):
+                    pending.setdefault(order[id(source)], []).append(v)
+                done = [i for i in pending if i < order[id(batch[-1][0])]]
+                for i in sorted(done):
+                    yield frame([_ids(sources[i], None)], np.mean(pending.pop(i), axis=0, keepdims=True),
+                                pooling == "tokens")
+                continue
+            ids = [_ids(source, w.index) for source, w, _ in batch]
+            emitted += len(ids)
+            yield frame(ids, vectors, pooling == "tokens")
+    for i in sorted(pending):
+        yield frame([_ids(sources[i], None)], np.mean(pending.pop(i), axis=0, keepdims=True), pooling == "tokens")
+
+
+def embed(inputs: list[str], output: str, model_name: str, weights: str | None = None,
+          opts: EmbedOptions | None = None, filters: RunFilter | None = None, space: str | None = None,
+          atlas: str | None = None, atlas_labels: str | None = None, confounds: str = "none",
+          space_args: dict | None = None, overwrite: bool = False, on_run=None, on_start=None) -> dict:
+    """Embed every selected run with ``model_name`` into ``output`` (a TSV path, or ``-`` for stdout)."""
+    from brainfm_cli.atlases import load_atlas
+    from brainfm_cli.data.io import TsvStream, atomic_group, json_text, sidecar_path
+    from brainfm_cli.data.parcellate import CleanParams
+    from brainfm_cli.engine.device import describe, resolve_dtype
+    from brainfm_cli.models import get_card, load
+
+    opts = opts or EmbedOptions()
+    if opts.aggregate not in ("none", "mean"):
+        raise BrainfmError(f"unknown --aggregate '{opts.aggregate}'", fix="use none or mean")
+    if opts.batch_size < 1:
+        raise BrainfmError("--batch-size must be at least 1", fix="e.g. --batch-size 8")
+    out_path = None if output == "-" else Path(output)
+    if out_path is not None:
+        if out_path.is_dir():
+            raise BrainfmError("the output is a folder", path=out_path, fix="give a file name such as embeddings.tsv")
+        if out_path.exists() and not overwrite:
+            raise BrainfmError("the output file already exists", path=out_path, fix="pass --overwrite or choose another -o")
+    card = get_card(model_name)
+    atlas_name = atlas or card.input.atlas
+    expected = None
+    if atlas is None and card.input.atlas:
+        expected = list(load_atlas(card.input.atlas).labels)
+
+    def atlas_factory():
+        if atlas_name is None:
+            raise BrainfmError(f"{card.name} works in {card.input.atlas_description}, which brainfm cannot fetch",
+                               fix="parcellate the run yourself, or give that atlas: --atlas FILE.nii.gz --atlas-labels "
+                               "FILE.tsv")
+        a = load_atlas(atlas_name, atlas_labels)
+        if a.n_regions != card.input.n_regions:
+            raise BrainfmError(f"atlas {a.name} has {a.n_regions} regions; {card.name} needs {card.input.n_regions}",
+                               fix=f"use the model's atlas ({card.input.atlas or card.input.atlas_description})")
+        return a
+
+    clean = CleanParams(confounds=confounds, tr=opts.tr)
+    sources = discover_sources(inputs, filters or RunFilter(), space, atlas_factory, clean, opts.tr)
+    model = load(model_name, weights=weights, device=opts.device, **(space_args or {}))
+    card = model.card
+    prep = Preprocessor.from_space(card.input, missing=opts.missing)
+    device = next(model.parameters()).device
+    if on_start:
+        on_start(len(sources))
+    sidecar = {
+        "Model": card.name, "ModelFamily": card.family, "Architecture": card.architecture.get("name"),
+        "ModelCardVersion": card.version, "Weights": model.weights_info.get("path"),
+        "WeightsSHA256": model.weights_info.get("sha256"), "WeightsFormat": model.weights_info.get("format"),
+        "Pooling": opts.pooling or model.default_pooling, "Aggregate": opts.aggregate,
+        "WindowStride": opts.stride or opts.window or card.input.seq_len,
+        "InputSpace": {"atlas": card.input.atlas or card.input.atlas_description, "n_regions": card.input.n_regions},
+        "Preprocessing": prep.describe(), "Runs": len(sources),
+        "Compute": describe(device, resolve_dtype(opts.dtype, device)),
+        "GeneratedBy": {"Name": "brainfm", "Version": __version__, "Command": "embed"},
+    }
+    rows = embed_rows(model, sources, prep, expected, opts, on_run)
+    if out_path is None:
+        stream = TsvStream(sys.stdout)
+        for df in rows:
+            stream.write(df)
+        return sidecar
+    with atomic_group([out_path, sidecar_path(out_path)]) as (tmp, tmp_json):
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            stream = TsvStream(fh)
+            for df in rows:
+                stream.write(df)
+        if stream.rows == 0:
+            raise BrainfmError("no embeddings were produced", fix="check the inputs")
+        sidecar["Rows"] = stream.rows
+        tmp_json.write_text(json_text(sidecar), encoding="utf-8")
+    return sidecar

@@ -1,0 +1,166 @@
+"""BrainLM: the paper design (patching, positions, masking, loss) and the released ViT-MAE geometry/import."""
+
+import numpy as np
+import pytest
+import torch
+
+from brainfm_cli.masking.random import future_mask, random_mask
+from brainfm_cli.models import load
+from brainfm_cli.models.brainlm import masked_patch_loss
+from brainfm_cli.models.brainlm_vitmae import PAD_VALUE, SCALE
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def lm():
+    torch.manual_seed(0)
+    return load("brainlm", pretrained=False, architecture=TINY["brainlm"])
+
+
+def test_tokens_are_region_major_patches_of_20(lm):
+    x = torch.arange(2 * 300 * 200, dtype=torch.float32).reshape(2, 300, 200)
+    patches = lm.patchify(x)
+    assert patches.shape == (2, 3000, 20)
+    torch.testing.assert_close(patches[1, 7 * 10 + 3], x[1, 7, 60:80])
+    out = lm.encode(torch.randn(2, 300, 200))
+    assert out["cls"].shape == (2, 32) and out["tokens"].shape == (2, 3000, 32)
+
+
+def test_spatial_embedding_uses_each_regions_coordinates(lm):
+    from brainfm_cli.atlases import load_atlas
+
+    np.testing.assert_allclose(lm.coords.numpy(), load_atlas("seitzman300").region_coords(), atol=1e-4)
+    pos = lm._positions(lm.xyz_embed, 32, 10, "cpu").reshape(300, 10, 32)
+    # same region, different time: differ only by the time code; same time, different region: by xyz
+    torch.testing.assert_close(pos[5, 3] - pos[5, 0], pos[9, 3] - pos[9, 0])
+
+
+def test_padded_patches_do_not_influence_cls_or_mean(lm):
+    x = torch.randn(1, 300, 200)
+    mask = lm.padding_mask([150], 200)  # patches starting at ≥ 150 (i.e. 8 and 9) are padding
+    assert mask.shape == (1, 300, 10) and mask[0, 0].tolist() == [False] * 8 + [True] * 2
+    y = x.clone()
+    y[..., 160:] = 100.0
+    with torch.inference_mode():
+        a, b = lm.encode(x, mask=mask), lm.encode(y, mask=mask)
+        torch.testing.assert_close(a["cls"], b["cls"])
+        torch.testing.assert_close(lm.pool(a, "mean"), lm.pool(b, "mean"))
+        assert not torch.allclose(lm.encode(x)["cls"], lm.encode(y)["cls"])
+
+
+def test_masking_is_seeded_and_has_the_requested_ratio():
+    a = random_mask(4, 3000, 0.75, torch.Generator().manual_seed(3))
+    b = random_mask(4, 3000, 0.75, torch.Generator().manual_seed(3))
+    c = random_mask(4, 3000, 0.75, torch.Generator().manual_seed(4))
+    assert torch.equal(a.masked, b.masked) and not torch.equal(a.masked, c.masked)
+    assert a.masked.shape == (4, 2250) and a.keep.shape == (4, 750)
+    assert torch.equal(a.bool().sum(1), torch.full((4,), 2250))
+    f = future_mask(2, 3, 10, 2)
+    assert f.masked[0].tolist() == [8, 9, 18, 19, 28, 29]
+
+
+def test_loss_counts_only_hidden_patches_that_hold_data():
+    pred = torch.zeros(1, 4, 2)
+    target = torch.tensor([[[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [4.0, 4.0]]])
+    hidden = torch.tensor([[1, 3]])
+    assert masked_patch_loss(pred, target, hidden).item() == pytest.approx((4 + 16) / 2)
+    data = torch.tensor([[True, True, True, False]])
+    assert masked_patch_loss(pred, target, hidden, data).item() == pytest.approx(4.0)
+
+
+def test_reconstruction_shapes(lm):
+    tm = random_mask(2, 3000, 0.75, torch.Generator().manual_seed(0))
+    pred = lm.reconstruct(torch.randn(2, 300, 200), tm.keep)
+    assert pred.shape == (2, 3000, 20)
+
+
+# --- released ViT-MAE -------------------------------------------------------------------------------------
+
+def _coords(seed=0):
+    rng = np.random.default_rng(seed)
+    c = rng.integers(-70, 70, (424, 3)).astype(float)
+    c[10:20, 1] = 5.0  # ties in Y exercise the stable sort
+    return c
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return load("brainlm-vitmae-111m", pretrained=False, coords=_coords(), architecture=TINY["brainlm-vitmae-111m"])
+
+
+def test_vitmae_image_layout(vit):
+    coords = _coords()
+    x = torch.randn(1, 424, 200)
+    img = vit.to_image(x)
+    assert img.shape == (1, 3, 432, 432)
+    order = np.argsort(coords[:, 1], kind="stable")
+    expected = x[0, torch.as_tensor(order)] / SCALE
+    torch.testing.assert_close(img[0, 2, 4:428, 116:316], expected)
+    assert torch.all(img[..., :4, :] == PAD_VALUE) and torch.all(img[..., :, 316:] == PAD_VALUE)
+    assert int(vit.signal_pixels().any(-1).sum()) == 351
+    out = vit.encode(x)
+    assert out["cls"].shape == (1, 32) and out["tokens"].shape == (1, 729, 32)
+
+
+def test_vitmae_stable_sort_keeps_the_file_order_of_ties(vit):
+    order = vit.order.tolist()
+    tied = [i for i in order if 10 <= i < 20]
+    assert tied == list(range(10, 20))
+
+
+def _to_hf(state: dict) -> dict:
+    """Our state dict in Hugging Face ViTMAEForPreTraining key names (q, k, v split)."""
+    out = {}
+    names = {"cls_token": "vit.embeddings.cls_token", "pos_embed": "vit.embeddings.position_embeddings",
+             "patch_embed.weight": "vit.embeddings.patch_embeddings.projection.weight",
+             "patch_embed.bias": "vit.embeddings.patch_embeddings.projection.bias",
+             "norm.weight": "vit.layernorm.weight", "norm.bias": "vit.layernorm.bias",
+             "mask_token": "decoder.mask_token", "decoder_pos_embed": "decoder.decoder_pos_embed"}
+    parts = {"attn.proj": "attention.output.dense", "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense",
+             "norm1": "layernorm_before", "norm2": "layernorm_after"}
+    for k, v in state.items():
+        if k in names:
+            out[names[k]] = v
+        elif k.startswith(("blocks.", "decoder_blocks.")):
+            head, i, rest = k.split(".", 2)
+            base = ("vit.encoder.layer." if head == "blocks" else "decoder.decoder_layers.") + i + "."
+            if rest.startswith("attn.qkv."):
+                kind = rest.rsplit(".", 1)[1]
+                for name, chunk in zip(("query", "key", "value"), v.chunk(3, dim=0)):
+                    out[f"{base}attention.attention.{name}.{kind}"] = chunk
+            else:
+                part, kind = rest.rsplit(".", 1)
+                out[base + parts[part] + "." + kind] = v
+        else:
+            out["decoder." + k] = v
+    return out
+
+
+def test_vitmae_imports_hugging_face_keys_exactly(vit, tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in vit.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    hf = _to_hf(vit.state_dict())
+    assert "vit.encoder.layer.1.attention.attention.value.bias" in hf
+    folder = tmp_path / "vitmae_111M"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in hf.items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text('{"hidden_size": 32, "num_hidden_layers": 2, "patch_size": 16}')
+    again = load("brainlm-vitmae-111m", weights=folder, coords=_coords(), architecture=TINY["brainlm-vitmae-111m"])
+    x = torch.randn(2, 424, 200)
+    with torch.inference_mode():
+        torch.testing.assert_close(again.encode(x)["tokens"], vit.encode(x)["tokens"], atol=0, rtol=0)
+    (folder / "config.json").write_text('{"hidden_size": 768}')
+    from brainfm_cli.errors import BrainfmError
+
+    with pytest.raises(BrainfmError, match="another architecture"):
+        load("brainlm-vitmae-111m", weights=folder, coords=_coords(), architecture=TINY["brainlm-vitmae-111m"])
+    del hf["decoder.decoder_norm.bias"]
+    save_file({k: v.contiguous() for k, v in hf.items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").unlink()
+    with pytest.raises(BrainfmError, match="missing keys: decoder_norm.bias"):
+        load("brainlm-vitmae-111m", weights=folder, coords=_coords(), architecture=TINY["brainlm-vitmae-111m"])
