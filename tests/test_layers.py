@@ -65,3 +65,30 @@ def test_sincos_embeddings_match_the_mae_formulas():
     r, c = 2, 3
     torch.testing.assert_close(grid[1 + r * 4 + c, :8], sincos_1d(8, torch.tensor([float(c)]))[0])
     torch.testing.assert_close(grid[1 + r * 4 + c, 8:], sincos_1d(8, torch.tensor([float(r)]))[0])
+
+
+def test_onednn_inference_path_equals_f_linear_and_training_uses_f_linear():
+    import torch.nn.functional as F
+
+    from brainfm_cli.layers import Linear, Mlp, set_onednn
+
+    torch.manual_seed(3)
+    lin = Linear(48, 64)
+    x = torch.randn(2, 5, 48)
+    with torch.no_grad():
+        want = F.linear(x, lin.weight, lin.bias)
+        torch.testing.assert_close(lin(x), want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(lin.forward_fused(x, "gelu"), F.gelu(want), atol=1e-5, rtol=1e-5)
+        lin.weight.add_(1.0)  # a changed weight is re-packed
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-5, rtol=1e-5)
+    y = lin(x)
+    assert y.requires_grad  # with gradients on, the autograd path is used
+    mlp = Mlp(48, 96).eval()
+    with torch.no_grad():
+        fast = mlp(x)
+        set_onednn(False)
+        try:
+            slow = mlp(x)
+        finally:
+            set_onednn(True)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
