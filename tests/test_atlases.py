@@ -91,3 +91,11 @@ def test_listing_covers_every_family():
     assert any(n.startswith("schaefer") for n in names) and any(n.startswith("difumo") for n in names)
     for row in list_atlases():
         assert row["licence"] and row["space"]
+
+
+def test_a_folder_named_like_an_atlas_is_not_an_atlas_file(tmp_path, monkeypatch):
+    from brainfm_cli.atlases import load_atlas
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dosenbach160").mkdir()
+    assert load_atlas("dosenbach160").n_regions == 160

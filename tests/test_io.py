@@ -88,3 +88,14 @@ def test_fast_gz_reader_equals_nibabel(tmp_path, dtype):
     ours = read_data(loaded, tmp_path / "x.nii.gz")
     assert ours.dtype == np.float32 and ours.flags["F_CONTIGUOUS"]
     np.testing.assert_array_equal(ours, loaded.get_fdata(dtype=np.float32))
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from brainfm_cli.data.io import write_json
+
+    write_json({"a": 1}, tmp_path / "x.json")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~mask

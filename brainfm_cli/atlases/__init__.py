@@ -18,7 +18,8 @@ __all__ = ["Atlas", "DEFAULT_ATLAS", "load_atlas", "list_atlases", "transfer_net
 
 
 def _is_path(name: str) -> bool:
-    return name.endswith((".nii", ".nii.gz")) or "/" in name or Path(name).exists()
+    """An atlas image file (a folder that happens to share an atlas's name is not one)."""
+    return name.endswith((".nii", ".nii.gz")) or "/" in name or Path(name).is_file()
 
 
 def load_atlas(name: str | Path = DEFAULT_ATLAS, labels: str | Path | None = None,

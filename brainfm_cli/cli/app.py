@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from brainfm_cli import __version__
-from brainfm_cli.cli import atlases, embed, gradients, models, parcellate, pretrain
+from brainfm_cli.cli import atlases, embed, gradients, models, parcellate, pretrain, simulate
 
 app = typer.Typer(
     name="brainfm",
@@ -24,6 +24,7 @@ app.command("gradients")(gradients.gradients)
 app.command("embed")(embed.embed)
 app.add_typer(models.app, name="models")
 app.command("pretrain")(pretrain.pretrain)
+app.command("simulate")(simulate.simulate)
 
 
 def _version(value: bool) -> None:
