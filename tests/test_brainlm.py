@@ -164,3 +164,26 @@ def test_vitmae_imports_hugging_face_keys_exactly(vit, tmp_path):
     (folder / "config.json").unlink()
     with pytest.raises(BrainfmError, match="missing keys: decoder_norm.bias"):
         load("brainlm-vitmae-111m", weights=folder, coords=_coords(), architecture=TINY["brainlm-vitmae-111m"])
+
+
+def test_vitmae_pretraining_step_counts_only_hidden_data_pixels(vit):
+    from brainfm_cli.engine.objective import StepInfo
+
+    objective = type(vit).pretraining_objective(vit, {"mask_ratio": 0.75})
+    objective.train()
+    x = torch.randn(2, 424, 200)
+    loss, logs = objective(x, torch.tensor([200, 200]), StepInfo(0, 10, torch.Generator().manual_seed(0)))
+    loss.backward()
+    assert torch.isfinite(loss) and logs["loss"] > 0 and vit.patch_embed.weight.grad is not None
+    objective.eval()
+    tm = objective.hidden_tokens(1, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        loss, pred = objective.loss(x[:1], tm)
+        target = vit.patchify(vit.to_image(x[:1])).view(1, 729, 256, 3).mean(-1)
+    data = vit.signal_pixels().view(729, 256, 3)[..., 0]
+    assert int(data.sum()) == 424 * 200
+    hidden = tm.bool()[0]
+    err = (pred[0] - target[0]) ** 2
+    want = err[hidden][data[hidden]].mean()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    assert err[~hidden][data[~hidden]].mean().item() != pytest.approx(want.item(), rel=1e-3)

@@ -58,3 +58,30 @@ def test_published_vitmae_key_sets_map_completely():
         state = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
         mapped = model.convert_foreign(Checkpoint(state=state, path=Path(name), sha256=""))
         check_keys(model.state_dict(), mapped, None, name)
+
+
+def test_brainlm_vitmae_future_reconstruction_matches_the_authors_loss(tmp_path):
+    """Their ``predict_last`` mode at ratio 0.2 hides token columns 17–19 (TRs 156–199); same loss and logits."""
+    from safetensors.torch import save_file
+
+    from brainfm_cli.masking.random import TokenMask
+    from brainfm_cli.models import load
+
+    g = golden("brainlm_vitmae")
+    c = g["config"]
+    save_file({k: v.contiguous() for k, v in g["checkpoint"].items()}, str(tmp_path / "model.safetensors"))
+    arch = dict(embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0, decoder_dim=16, decoder_depth=1, decoder_heads=2,
+                decoder_mlp_ratio=2.0)
+    model = load("brainlm-vitmae-111m", weights=tmp_path / "model.safetensors", coords=g["inputs"]["coords"].numpy(),
+                 architecture=arch)
+    assert model.future_columns(int(0.2 * 200)) == [17, 18, 19]
+    objective = type(model).pretraining_objective(model, {"future_trs": 40, "future_probability": 1.0})
+    tm = objective.hidden_tokens(2, torch.Generator())
+    assert isinstance(tm, TokenMask) and tm.masked.shape == (2, 27 * 3)
+    with torch.inference_mode():
+        loss, pred = objective.loss(g["inputs"]["x"], tm)
+    assert loss.item() == pytest.approx(g["outputs"]["recon_loss_predict_last_mr0.2"], abs=1e-5)
+    # channel-mean predictions of the data area, TRs 156–199, in the Y-sorted row order
+    img = pred.reshape(2, 27, 27, 16, 16).permute(0, 1, 3, 2, 4).reshape(2, 432, 432)
+    torch.testing.assert_close(img[:, 4:428, 116 + 156:116 + 200], g["outputs"]["recon_logits_predict_last_mr0.2_tr156_199"],
+                               **TOL)

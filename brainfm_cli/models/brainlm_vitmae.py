@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brainfm_cli.engine.objective import Objective
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.layers import Block, init_vit_weights, sincos_2d
 from brainfm_cli.masking import gather_tokens
+from brainfm_cli.masking.random import TokenMask, random_mask
 from brainfm_cli.models._space import read_coordinates
 from brainfm_cli.models.base import BrainModel, Encoded
 from brainfm_cli.models.card import ModelCard
@@ -92,6 +94,19 @@ class BrainLMViTMAE(BrainModel):
         for blk in self.blocks:
             tokens = blk(tokens)
         return self.norm(tokens)
+
+    @classmethod
+    def pretraining_objective(cls, model: "BrainLMViTMAE", options: dict) -> "PixelReconstruction":
+        return PixelReconstruction(model, options)
+
+    def future_columns(self, n_trs: int) -> list[int]:
+        """Token columns the authors' ``predict_last`` mode hides to forecast the last ``n_trs`` TRs (a column is
+        added when the first hidden TR is not patch-aligned)."""
+        p, end = self.patch, self.pad_cols + self.card.input.seq_len
+        patch_end = -(-end // p) * p
+        start = end - n_trs
+        n = (patch_end - start) // p + (1 if start % p else 0)
+        return list(range(patch_end // p - n, patch_end // p))
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
         if mask is not None:
@@ -182,3 +197,49 @@ class BrainLMViTMAE(BrainModel):
             raise BrainfmError(f"config.json describes another architecture than {self.card.name} ({detail})",
                                path=ckpt.path.parent / "config.json",
                                fix="use --model brainlm-vitmae-111m or brainlm-vitmae-650m to match the weights")
+
+
+class PixelReconstruction(Objective):
+    """The released models' objective: hide patches (at random over all 729/961, padding included, or the
+    columns covering the last TRs), reconstruct pixels; MSE over hidden pixels inside the 424×200 data area,
+    on the channel mean (the authors' loss)."""
+
+    recipe = {"lr": 1e-4, "start_lr": 0.0, "min_lr": 1e-6, "warmup": 0.05, "weight_decay": 0.05,
+              "final_weight_decay": 0.05, "betas": (0.9, 0.95), "grad_clip": 1.0}
+    defaults = {"mask_ratio": 0.75, "future_trs": 0, "future_probability": 0.0}
+
+    def __init__(self, model: BrainLMViTMAE, options: dict):
+        super().__init__(model)
+        unknown = set(options) - set(self.defaults)
+        if unknown:
+            raise BrainfmError(f"unknown ViT-MAE objective options {sorted(unknown)}",
+                               fix=f"valid: {', '.join(self.defaults)}")
+        self.options = {**self.defaults, **options}
+
+    def hidden_tokens(self, batch: int, generator: torch.Generator) -> TokenMask:
+        model: BrainLMViTMAE = self.model
+        n = model.grid ** 2
+        o = self.options
+        if o["future_trs"] and float(torch.rand((), generator=generator)) < o["future_probability"]:
+            cols = torch.tensor(model.future_columns(int(o["future_trs"])))
+            hidden = (torch.arange(n) % model.grid)[:, None].eq(cols[None]).any(1)
+            idx = torch.arange(n)
+            return TokenMask(idx[~hidden].expand(batch, -1).clone(), idx[hidden].expand(batch, -1).clone(), n)
+        return random_mask(batch, n, float(o["mask_ratio"]), generator)
+
+    def loss(self, x: torch.Tensor, tm: TokenMask) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, channel-mean predictions ``[B, N, p²]``) for the hidden tokens of ``tm``."""
+        model: BrainLMViTMAE = self.model
+        keep = tm.keep.to(x.device)
+        pred = model.decode(model.forward_features(x, keep=keep), keep)
+        B, N, _ = pred.shape
+        p2 = model.patch ** 2
+        pred = pred.view(B, N, p2, model.channels).mean(-1)
+        target = model.patchify(model.to_image(x)).view(B, N, p2, model.channels).mean(-1)
+        weight = tm.bool().to(x.device)[:, :, None] & model.signal_pixels().to(x.device).view(N, p2, -1)[None, ..., 0]
+        w = weight.to(pred.dtype)
+        return ((pred - target) ** 2 * w).sum() / w.sum().clamp_min(1), pred
+
+    def forward(self, x, valid, info):
+        loss, _ = self.loss(x, self.hidden_tokens(x.shape[0], info.generator))
+        return loss, {"loss": float(loss.detach())}
