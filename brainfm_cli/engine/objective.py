@@ -36,9 +36,18 @@ class Objective(nn.Module):
     recipe: dict = {"lr": 1e-3, "start_lr": 0.0, "min_lr": 1e-6, "warmup": 0.05, "weight_decay": 0.05,
                     "final_weight_decay": 0.05, "betas": (0.9, 0.95), "grad_clip": 1.0}
 
-    def __init__(self, model: nn.Module):
+    defaults: dict = {}  # the objective's options and their published values
+
+    def __init__(self, model: nn.Module, options: dict | None = None):
         super().__init__()
         self.model = model
+        unknown = set(options or {}) - set(self.defaults)
+        if unknown:
+            from brainfm_cli.errors import BrainfmError
+
+            raise BrainfmError(f"unknown {type(self).__name__} options {sorted(unknown)}",
+                               fix=f"valid --objective keys: {', '.join(self.defaults) or 'none'}")
+        self.options = {**self.defaults, **(options or {})}
 
     @property
     def sample_length(self) -> int:

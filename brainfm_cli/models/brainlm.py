@@ -150,14 +150,6 @@ class MaskedReconstruction(Objective):
               "final_weight_decay": 0.05, "betas": (0.9, 0.95), "grad_clip": 1.0}
     defaults = {"mask_ratio": 0.75, "future_patches": 0, "future_probability": 0.0}
 
-    def __init__(self, model: BrainLM, options: dict):
-        super().__init__(model)
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise BrainfmError(f"unknown BrainLM objective options {sorted(unknown)}",
-                               fix=f"valid: {', '.join(self.defaults)}")
-        self.options = {**self.defaults, **options}
-
     def forward(self, x, valid, info):
         from brainfm_cli.masking.random import future_mask, random_mask
 

@@ -208,14 +208,6 @@ class PixelReconstruction(Objective):
               "final_weight_decay": 0.05, "betas": (0.9, 0.95), "grad_clip": 1.0}
     defaults = {"mask_ratio": 0.75, "future_trs": 0, "future_probability": 0.0}
 
-    def __init__(self, model: BrainLMViTMAE, options: dict):
-        super().__init__(model)
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise BrainfmError(f"unknown ViT-MAE objective options {sorted(unknown)}",
-                               fix=f"valid: {', '.join(self.defaults)}")
-        self.options = {**self.defaults, **options}
-
     def hidden_tokens(self, batch: int, generator: torch.Generator) -> TokenMask:
         model: BrainLMViTMAE = self.model
         n = model.grid ** 2
