@@ -122,6 +122,12 @@ def fmriprep(tmp_path) -> Path:
 TINY = {
     "brainlm": dict(embed_dim=32, depth=2, num_heads=4, decoder_dim=16, decoder_depth=1, decoder_heads=2),
     "brainlm-vitmae-111m": dict(embed_dim=32, depth=2, num_heads=4, decoder_dim=16, decoder_depth=1, decoder_heads=2),
+    "brain-jepa": dict(size="tiny", embed_dim=32, depth=2, num_heads=4, predictor_dim=16, predictor_depth=2),
+    "brain-jepa-ukb": dict(size="tiny", embed_dim=32, depth=2, num_heads=4, predictor_dim=16, predictor_depth=2),
+    "sc-mbm": dict(embed_dim=32, depth=2, num_heads=4, decoder_dim=16, decoder_depth=1, decoder_heads=2),
+    "sc-mbm-voxels": dict(embed_dim=32, depth=2, num_heads=4, decoder_dim=16, decoder_depth=1, decoder_heads=2),
+    "semantoks": dict(embed_dim=32, depth=2, num_heads=4, projection_hidden_dim=32, projection_dim=16),
+    "semantoks-ukb": dict(embed_dim=32, depth=2, num_heads=4, projection_hidden_dim=32, projection_dim=16),
 }
 
 

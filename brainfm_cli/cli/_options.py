@@ -34,3 +34,18 @@ AtlasLabels = Annotated[
     Optional[Path],
     typer.Option("--atlas-labels", help="TSV for a user atlas: index, name, optional network, x, y, z."),
 ]
+RoiMask = Annotated[
+    Optional[Path],
+    typer.Option("--roi-mask", help="Voxels inside this mask (NIfTI, non-zero inside; resampled to the run's grid "
+                 "by nearest neighbour) as the input vector, for voxel models (SC-MBM)."),
+]
+RoiAtlas = Annotated[
+    Optional[str],
+    typer.Option("--roi-atlas", help="Voxels of these atlas regions instead of a mask: an atlas name or a NIfTI "
+                 "label image (with --atlas-labels), with --roi-labels."),
+]
+RoiLabels = Annotated[
+    Optional[str],
+    typer.Option("--roi-labels", help="Regions of --roi-atlas, comma separated, in order; shell patterns allowed "
+                 "(e.g. 'Calcarine_*,Cuneus_*')."),
+]

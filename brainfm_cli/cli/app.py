@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from brainfm_cli import __version__
-from brainfm_cli.cli import atlases, embed, gradients, models, parcellate, pretrain, simulate
+from brainfm_cli.cli import atlases, embed, gradients, models, parcellate, pretrain, probe, simulate
+from brainfm_cli.cli import voxels
 
 app = typer.Typer(
     name="brainfm",
@@ -24,7 +25,9 @@ app.command("gradients")(gradients.gradients)
 app.command("embed")(embed.embed)
 app.add_typer(models.app, name="models")
 app.command("pretrain")(pretrain.pretrain)
+app.command("probe")(probe.probe)
 app.command("simulate")(simulate.simulate)
+app.command("voxels")(voxels.voxels)
 
 
 def _version(value: bool) -> None:

@@ -37,6 +37,12 @@ def embed(
     atlas: Annotated[Optional[str], typer.Option(
         "--atlas", help="Atlas for NIfTI inputs when the model's atlas is not built in (a NIfTI file).")] = None,
     atlas_labels: o.AtlasLabels = None,
+    roi_mask: o.RoiMask = None,
+    roi_atlas: o.RoiAtlas = None,
+    roi_labels: o.RoiLabels = None,
+    average_window: Annotated[Optional[float], typer.Option(
+        "--average-window", help="Seconds averaged into one sample, for models that average runs over windows "
+        "(SC-MBM; default: the model's).")] = None,
     confounds: Annotated[str, typer.Option(
         "--confounds", help="Denoising for NIfTI inputs: none, simple, scrubbing, compcor.")] = "none",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -56,6 +62,7 @@ def embed(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from brainfm_cli.data.bids import RunFilter
+    from brainfm_cli.data.voxels import roi_from_options
     from brainfm_cli.tasks.embed import EmbedOptions, embed as run_embed
 
     space_args = {}
@@ -64,14 +71,16 @@ def embed(
     if gradients is not None:
         space_args["gradients"] = gradients
     opts = EmbedOptions(pooling=pooling, window=window, stride=stride, aggregate=aggregate, batch_size=batch_size,
-                        missing=missing_regions, device=device, dtype=dtype, tr=tr, seed=seed)
+                        missing=missing_regions, device=device, dtype=dtype, tr=tr, seed=seed,
+                        average_window=average_window)
+    roi = roi_from_options(roi_mask, roi_atlas, roi_labels, atlas_labels)
     with Progress(TextColumn("embed"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr,
                   disable=quiet, transient=True) as bar:
         task_id = bar.add_task("runs", total=None)
         sidecar = run_embed(inputs, output, model, weights, opts, RunFilter(participant_label, session, task, run),
                             space, atlas, str(atlas_labels) if atlas_labels else None, confounds, space_args, overwrite,
                             on_run=lambda: bar.advance(task_id),
-                            on_start=lambda n: bar.update(task_id, total=n))
+                            on_start=lambda n: bar.update(task_id, total=n), roi=roi)
     if output != "-":
         stderr.print(f"wrote {sidecar.get('Rows', 0)} embedding row(s) from {sidecar['Runs']} run(s) "
                      f"({sidecar['Model']}, pooling {sidecar['Pooling']}) to {output}")

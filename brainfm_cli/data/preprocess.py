@@ -29,6 +29,27 @@ def resample(data: np.ndarray, tr_in: float, tr_out: float) -> np.ndarray:
     return resample_poly(data, up, down, axis=0, padtype="line")
 
 
+def average_windows(data: np.ndarray, tr_in: float, window: float, source=None) -> np.ndarray:
+    """``[T, R]`` → ``[T // n, R]``: the mean of each window of ``n = ⌊window / tr_in⌋`` frames (MinD-Vis).
+
+    Windows are cut as ``np.array_split(data, k = T // n)`` cuts them, as the authors do: every frame is used,
+    so a window holds ``⌊T / k⌋`` or ``⌊T / k⌋ + 1`` frames (the longer ones first), ``n`` or a little more.
+    """
+    n = int(np.floor(window / tr_in + 1e-6))
+    if n < 1:
+        raise BrainfmError(f"the run's TR {tr_in} s is longer than the averaging window {window} s", path=source,
+                           fix=f"average over a window of at least {tr_in} s (--average-window)")
+    k = data.shape[0] // n
+    if k == 0:
+        raise BrainfmError(f"the run ({data.shape[0]} frames at TR {tr_in} s) is shorter than one averaging window "
+                           f"of {n} frames ({window} s)", path=source,
+                           fix="use longer runs or a shorter --average-window")
+    sizes = np.full(k, data.shape[0] // k)
+    sizes[:data.shape[0] % k] += 1
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return np.add.reduceat(data, starts, axis=0) / sizes[:, None]
+
+
 def bandpass(data: np.ndarray, tr: float, low: float, high: float, order: int = 5) -> np.ndarray:
     """Zero-phase Butterworth band-pass of ``[T, R]`` (``order`` per direction); high edge clipped below Nyquist."""
     from scipy.signal import butter, sosfiltfilt
@@ -70,7 +91,7 @@ class Window:
 
 @dataclass
 class Preprocessor:
-    """Card-driven preprocessing (see ``InputSpace``): resample → band-pass → normalise → window."""
+    """Card-driven preprocessing (see ``InputSpace``): resample (or average) → band-pass → normalise → window."""
 
     tr: float
     seq_len: int
@@ -79,14 +100,18 @@ class Preprocessor:
     short_runs: str = "refuse"
     patch: int | None = None
     missing: str = "error"  # what to do with all-n/a regions: "error" or "zero"
+    resampling: str = "polyphase"  # or "average": means over windows of ``tr`` seconds
 
     @classmethod
     def from_space(cls, space, missing: str = "error") -> "Preprocessor":
         return cls(tr=space.tr, seq_len=space.seq_len, normalisation=space.normalisation, bandpass=space.bandpass,
-                   short_runs=space.short_runs, patch=space.patch, missing=missing)
+                   short_runs=space.short_runs, patch=space.patch, missing=missing,
+                   resampling=getattr(space, "resampling", "polyphase"))
 
     def describe(self) -> dict:
-        return {"RepetitionTime": self.tr, "Resampling": "polyphase, anti-aliased (scipy resample_poly)",
+        how = "polyphase, anti-aliased (scipy resample_poly)" if self.resampling == "polyphase" else \
+            f"mean over windows of floor({self.tr} s / TR) frames (np.array_split: every frame used)"
+        return {"RepetitionTime": self.tr, "Resampling": how,
                 "BandPass": list(self.bandpass) if self.bandpass else None, "Normalisation": self.normalisation,
                 "WindowLength": self.seq_len, "ShortRuns": self.short_runs, "MissingRegions": self.missing}
 
@@ -109,7 +134,8 @@ class Preprocessor:
                                "normalisation; recorded in the sidecar), or re-parcellate with better coverage")
         present = np.flatnonzero(~nan.all(axis=0))
         block = data[:, present]
-        block = resample(block, tr, self.tr)
+        block = average_windows(block, tr, self.tr, source) if self.resampling == "average" else \
+            resample(block, tr, self.tr)
         if self.bandpass is not None:
             block = bandpass(block, self.tr, *self.bandpass)
         block = normalise(block, self.normalisation)

@@ -107,6 +107,7 @@ class Trainer:
                 card = card.with_architecture(**cfg.architecture)
             torch.manual_seed(cfg.seed)
             model = build(card)
+            card = model.card  # a family may complete its input space when built (SC-MBM: the voxel set)
             objective = type(model).pretraining_objective(model, cfg.objective)
             cfg = cfg.with_recipe(objective.recipe)
             self.config = cfg

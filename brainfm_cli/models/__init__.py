@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 ARCHITECTURES = {
     "brainlm": "brainfm_cli.models.brainlm:BrainLM",
     "brainlm_vitmae": "brainfm_cli.models.brainlm_vitmae:BrainLMViTMAE",
+    "brain_jepa": "brainfm_cli.models.brain_jepa:BrainJEPA",
+    "sc_mbm": "brainfm_cli.models.sc_mbm:SCMBM",
+    "semantoks": "brainfm_cli.models.semantoks:Semantoks",
 }
 
 __all__ = ["ARCHITECTURES", "ModelCard", "build", "get_card", "list_models", "load", "registered_cards"]
@@ -71,6 +74,8 @@ def load(name: str | Path, weights: str | Path | None = None, device: str = "cpu
         card = theirs
     if architecture:
         card = card.with_architecture(**architecture)
+    if ckpt is not None and ckpt.card is None:
+        card = architecture_class(card.architecture["name"]).card_for_checkpoint(card, ckpt)
     model = build(card, **space_args)
     if ckpt is not None:
         model.load_checkpoint(ckpt)
@@ -85,7 +90,8 @@ def list_models() -> list[dict]:
         shipped = card.weights_file is not None
         rows.append(dict(
             name=card.name, family=card.family, architecture=card.architecture.get("name"),
-            atlas=space.atlas or space.atlas_description, regions=space.n_regions, tr=space.tr, window=space.seq_len,
+            atlas=space.atlas or space.atlas_description, regions=space.n_regions or "from the data",
+            tr=space.tr, window=space.seq_len,
             size=card.architecture.get("size", ""), embedding=card.embedding.get("width", card.architecture.get("embed_dim")),
             weights="shipped" if shipped else (card.weights.get("source") or "none (pretrain or --weights)"),
         ))

@@ -41,6 +41,11 @@ class BrainModel(nn.Module):
         return cls(card)
 
     @classmethod
+    def card_for_checkpoint(cls, card: ModelCard, ckpt: Checkpoint) -> ModelCard:
+        """The card to build for the authors' checkpoint ``ckpt`` (families whose sizes are read from the file)."""
+        return card
+
+    @classmethod
     def pretraining_objective(cls, model: "BrainModel", options: dict):
         """The family's self-supervised objective around ``model`` (see ``engine.objective.Objective``)."""
         raise BrainfmError(f"{model.card.name} cannot be pretrained by brainfm", fix="choose another --model")

@@ -17,6 +17,7 @@ from typing import Any
 from brainfm_cli.errors import BrainfmError
 
 NORMALISATIONS = ("zscore_region", "zscore_global", "robust_region", "none")
+RESAMPLINGS = ("polyphase", "average")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,10 @@ class InputSpace:
 
     ``atlas`` names a brainfm atlas when the space is available offline (region names are then checked), else
     it describes the space the user must supply. ``bandpass`` is ``[low, high]`` Hz applied after resampling.
-    ``short_runs``: ``pad`` (the model masks padded patches) or ``refuse``.
+    ``short_runs``: ``pad`` (the model masks padded patches) or ``refuse``. ``resampling``: ``polyphase``
+    (anti-aliased, to ``tr``) or ``average`` (means of consecutive frames over windows of ``tr`` seconds, one
+    sample per window, as MinD-Vis does). ``voxels``: the identity of a voxel input (count, ordered and
+    unordered hashes of the voxel names, where it came from), for models whose regions are voxels.
     """
 
     n_regions: int
@@ -37,12 +41,16 @@ class InputSpace:
     normalisation: str = "zscore_region"
     bandpass: tuple[float, float] | None = None
     short_runs: str = "refuse"
+    resampling: str = "polyphase"
+    voxels: dict | None = None
 
     def __post_init__(self):
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"unknown normalisation {self.normalisation!r}; one of {NORMALISATIONS}")
         if self.short_runs not in ("pad", "refuse"):
             raise ValueError(f"short_runs must be 'pad' or 'refuse', not {self.short_runs!r}")
+        if self.resampling not in RESAMPLINGS:
+            raise ValueError(f"unknown resampling {self.resampling!r}; one of {RESAMPLINGS}")
         if self.bandpass is not None:
             object.__setattr__(self, "bandpass", tuple(float(b) for b in self.bandpass))
 

@@ -1,8 +1,9 @@
 """Checkpoint files: reading ours and the authors' (safely), writing ours, and ``hf://`` weights.
 
 Nothing here unpickles arbitrary objects: torch files load with ``weights_only=True`` and a file that needs
-more is refused. brainfm's own format is a safetensors file whose metadata carries the model card, so a
-checkpoint says which architecture and input space it belongs to.
+more is refused (except known plain configuration classes, read into dicts through inert stand-ins).
+brainfm's own format is a safetensors file whose metadata carries the model card, so a checkpoint says which
+architecture and input space it belongs to.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,12 +130,52 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
     return state, dict(meta)
 
 
+# Classes some authors pickle into their checkpoints that hold only plain attributes: they are read through
+# inert stand-ins (still weights_only) and become dicts. mind-vis (SC-MBM) saves its ``config.Config_*`` object.
+PLAIN_CONFIG_CLASSES = re.compile(r"^config\.Config_\w+$")
+
+
+class _PlainConfig:
+    """Receives the attributes of a pickled configuration object; nothing of the original class runs."""
+
+
+def _plain_config_globals(path: Path) -> list | None:
+    """Stand-ins for the file's unsafe globals when every one is a known plain configuration class, else None."""
+    import torch
+
+    finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if finder is None:  # torch < 2.5
+        return None
+    try:
+        names = finder(str(path))
+    except Exception:
+        return None
+    if not names or not all(PLAIN_CONFIG_CLASSES.match(n) for n in names):
+        return None
+    return [(type(n.rpartition(".")[2], (_PlainConfig,), {}), n) for n in names]
+
+
+def _as_plain(obj: Any) -> Any:
+    if isinstance(obj, _PlainConfig):
+        return {k: _as_plain(v) for k, v in vars(obj).items()}
+    if isinstance(obj, dict):
+        return {k: _as_plain(v) for k, v in obj.items()}
+    return obj
+
+
 def _read_torch(path: Path) -> Any:
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        stand_ins = _plain_config_globals(path)
+        if stand_ins is not None:
+            try:
+                with torch.serialization.safe_globals(stand_ins):
+                    return _as_plain(torch.load(path, map_location="cpu", weights_only=True))
+            except pickle.UnpicklingError:
+                pass
         first = str(exc).strip().splitlines()[0][:240]
         raise BrainfmError(f"refused to load: the file holds Python objects other than tensors, which could run "
                            f"code when unpickled ({first})", path=path,

@@ -48,6 +48,7 @@ class EmbedOptions:
     dtype: str = "auto"
     tr: float | None = None
     seed: int = 0
+    average_window: float | None = None  # seconds; for models that average runs over windows (SC-MBM)
 
 
 def read_path_list(stream) -> list[str]:
@@ -59,8 +60,9 @@ def read_path_list(stream) -> list[str]:
 
 
 def discover_sources(inputs: list[str], filters: RunFilter, space: str | None, atlas_factory, clean,
-                     tr: float | None) -> list[RunSource]:
-    """Region time-series TSVs (files or derivatives folders) and BOLD runs (parcellated on the fly)."""
+                     tr: float | None, roi=None) -> list[RunSource]:
+    """Region time-series TSVs (files or derivatives folders) and BOLD runs (parcellated on the fly, or their
+    voxels inside ``roi`` — a ``data.voxels.RoiSpec`` — taken as the regions)."""
     from brainfm_cli.data.bids import discover_bold
     from brainfm_cli.data.timeseries import discover_timeseries, read_timeseries
 
@@ -84,10 +86,15 @@ def discover_sources(inputs: list[str], filters: RunFilter, space: str | None, a
             sources.append(RunSource(f, entities, lambda f=f: read_timeseries(f, tr=tr)))
     if images:
         from brainfm_cli.data.parcellate import extract_run
+        from brainfm_cli.data.voxels import extract_voxel_run
 
         for run in discover_bold(images, filters, space):
-            sources.append(RunSource(run.path, dict(run.entities),
-                                     lambda run=run: extract_run(run, atlas_factory(), clean)))
+            loader = (lambda run=run: extract_voxel_run(run, roi, clean)) if roi is not None else \
+                (lambda run=run: extract_run(run, atlas_factory(), clean))
+            sources.append(RunSource(run.path, dict(run.entities), loader))
+    elif roi is not None:
+        raise BrainfmError("--roi-mask/--roi-atlas select voxels of NIfTI runs, and no NIfTI run was given",
+                           fix="give BOLD runs, or drop the option (voxel TSVs from 'brainfm voxels' hold the voxels)")
     return sources
 
 
@@ -95,6 +102,11 @@ def check_regions(ts: RegionTimeseries, card, expected: list[str] | None, source
     """The run's columns must be the model's regions: same count, and same names where the atlas is known."""
     cols = list(ts.data.columns)
     space = card.input
+    if space.voxels and space.voxels.get("sha256"):
+        from brainfm_cli.data.voxels import check_voxel_set
+
+        check_voxel_set(space.voxels, cols, card.name, source)
+        return ts.data
     if len(cols) != space.n_regions:
         where = space.atlas or space.atlas_description
         raise BrainfmError(f"{len(cols)} regions, but {card.name} needs {space.n_regions} ({where})", path=source,
@@ -202,11 +214,28 @@ def embed_rows(model, sources, prep, expected, opts: EmbedOptions, on_run=None) 
         yield frame([_ids(sources[i], None)], np.mean(pending.pop(i), axis=0, keepdims=True), pooling == "tokens")
 
 
+def _averaged(card, window: float | None):
+    """The card's input space, with the averaging window replaced by ``--average-window`` when given."""
+    if window is None:
+        return card.input
+    if card.input.resampling != "average":
+        raise BrainfmError(f"{card.name} resamples runs to TR {card.input.tr} s; --average-window is for models "
+                           "that average runs over windows (SC-MBM)", fix="drop --average-window")
+    if window <= 0:
+        raise BrainfmError(f"--average-window must be a positive number of seconds, not {window}", fix="e.g. 8")
+    from dataclasses import replace
+
+    return replace(card.input, tr=float(window))
+
+
 def embed(inputs: list[str], output: str, model_name: str, weights: str | None = None,
           opts: EmbedOptions | None = None, filters: RunFilter | None = None, space: str | None = None,
           atlas: str | None = None, atlas_labels: str | None = None, confounds: str = "none",
-          space_args: dict | None = None, overwrite: bool = False, on_run=None, on_start=None) -> dict:
-    """Embed every selected run with ``model_name`` into ``output`` (a TSV path, or ``-`` for stdout)."""
+          space_args: dict | None = None, overwrite: bool = False, on_run=None, on_start=None, roi=None) -> dict:
+    """Embed every selected run with ``model_name`` into ``output`` (a TSV path, or ``-`` for stdout).
+
+    ``roi`` (a ``data.voxels.RoiSpec``): embed the voxels inside it; the model is built for the voxel set it
+    gives on the first run's grid (a trained voxel model checks that it is its own)."""
     from brainfm_cli.atlases import load_atlas
     from brainfm_cli.data.io import TsvStream, atomic_group, json_text, sidecar_path
     from brainfm_cli.data.parcellate import CleanParams
@@ -242,10 +271,16 @@ def embed(inputs: list[str], output: str, model_name: str, weights: str | None =
         return a
 
     clean = CleanParams(confounds=confounds, tr=opts.tr)
-    sources = discover_sources(inputs, filters or RunFilter(), space, atlas_factory, clean, opts.tr)
-    model = load(model_name, weights=weights, device=opts.device, **(space_args or {}))
+    sources = discover_sources(inputs, filters or RunFilter(), space, atlas_factory, clean, opts.tr, roi)
+    space_args = dict(space_args or {})
+    if roi is not None:
+        from brainfm_cli.data.nifti import load_bold
+
+        img = load_bold(next(s.path for s in sources if s.path.name.endswith(NIFTI)))
+        space_args["voxels"] = roi.select(img.shape, img.affine)
+    model = load(model_name, weights=weights, device=opts.device, **space_args)
     card = model.card
-    prep = Preprocessor.from_space(card.input, missing=opts.missing)
+    prep = Preprocessor.from_space(_averaged(card, opts.average_window), missing=opts.missing)
     device = next(model.parameters()).device
     if on_start:
         on_start(len(sources))
@@ -255,7 +290,8 @@ def embed(inputs: list[str], output: str, model_name: str, weights: str | None =
         "WeightsSHA256": model.weights_info.get("sha256"), "WeightsFormat": model.weights_info.get("format"),
         "Pooling": opts.pooling or model.default_pooling, "Aggregate": opts.aggregate,
         "WindowStride": opts.stride or opts.window or card.input.seq_len,
-        "InputSpace": {"atlas": card.input.atlas or card.input.atlas_description, "n_regions": card.input.n_regions},
+        "InputSpace": {"atlas": card.input.atlas or card.input.atlas_description, "n_regions": card.input.n_regions,
+                       **({"voxels": card.input.voxels} if card.input.voxels else {})},
         "Preprocessing": prep.describe(), "Runs": len(sources),
         "Compute": describe(device, resolve_dtype(opts.dtype, device)),
         "GeneratedBy": {"Name": "brainfm", "Version": __version__, "Command": "embed"},

@@ -1,0 +1,102 @@
+"""``brainfm probe``: leakage-free evaluation of embeddings against a phenotype, beside the FC baseline."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from brainfm_cli.cli import _options as o
+from brainfm_cli.cli._errors import handle_errors, stderr
+
+
+def _choice(allowed: tuple[str, ...]):
+    def check(value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+        return value
+    return check
+
+
+@handle_errors
+def probe(
+    target: Annotated[str, typer.Option("--target", help="participants.tsv column to predict.")],
+    participants: Annotated[Path, typer.Option(
+        "--participants", help="BIDS participants.tsv (participant_id, then phenotypes).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Report folder (metrics, predictions, report).")],
+    embeddings: Annotated[Optional[list[str]], typer.Argument(
+        help="Embedding TSVs from 'brainfm embed' ('-' reads standard input). Omit them to evaluate the FC "
+             "baseline of --timeseries alone.")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        "--task", help="regression or classification (default: inferred from the column).",
+        callback=_choice(("regression", "classification")))] = None,
+    baseline: Annotated[Optional[str], typer.Option(
+        "--baseline", help="fc (needs --timeseries; the default when it is given) or none.",
+        callback=_choice(("fc", "none")))] = None,
+    timeseries: Annotated[Optional[list[str]], typer.Option(
+        "--timeseries", help="Region time series the embeddings came from ('brainfm parcellate' output): "
+                             "the FC baseline. Repeatable.")] = None,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Outer folds.")] = 5,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of the grouped CV (fresh shuffles).")] = 10,
+    permutations: Annotated[int, typer.Option(
+        "--permutations", min=0, help="Target permutations for the p-value (0: none).")] = 100,
+    group_by: Annotated[Optional[str], typer.Option(
+        "--group-by", help="participants.tsv column (e.g. site) whose groups never straddle a split.")] = None,
+    confounds: Annotated[Optional[str], typer.Option(
+        "--confounds", help="Comma-separated participants.tsv columns regressed out of the features in each "
+                            "training fold (e.g. age,sex,site).")] = None,
+    aggregate: Annotated[str, typer.Option(
+        "--aggregate", help="mean: average a participant's rows before fitting; none: fit on rows, average "
+                            "predictions per participant.", callback=_choice(("mean", "none")))] = "mean",
+    head: Annotated[str, typer.Option(
+        "--head", help="linear (ridge / logistic) or mlp (scikit-learn, one hidden layer).",
+        callback=_choice(("linear", "mlp")))] = "linear",
+    seed: o.Seed = 0,
+    n_jobs: Annotated[int, typer.Option("--n-jobs", "-j", help="Parallel workers over folds (-1: all cores); "
+                                                              "the results do not depend on it.")] = 1,
+    overwrite: o.Overwrite = False,
+    quiet: o.Quiet = False,
+) -> None:
+    """Predict a phenotype from embeddings with grouped, nested CV, next to the functional-connectivity baseline."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from brainfm_cli.tasks.probe import probe as run
+
+    command = shlex.join(["brainfm", *sys.argv[1:]])
+    with Progress(TextColumn("probe"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=stderr, disable=quiet, transient=True) as bar:
+        task_id = bar.add_task("folds", total=None)
+        result = run(embeddings or [], participants, target, output, task=task, baseline=baseline,
+                     timeseries=timeseries, folds=folds, repeats=repeats, permutations=permutations,
+                     group_by=group_by, confounds=[c.strip() for c in confounds.split(",") if c.strip()]
+                     if confounds else [], aggregate=aggregate, head=head, seed=seed, n_jobs=n_jobs,
+                     overwrite=overwrite, command=command,
+                     progress=lambda done, total: bar.update(task_id, completed=done, total=total))
+    _print_summary(result, output)
+
+
+def _print_summary(result, output) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from brainfm_cli.tasks.probe import METRIC_LABEL, verdicts
+
+    s = result.setup
+    table = Table(title=f"{result.settings['target']} ({s.task}), n = {len(s.participants)}")
+    for col in ("model", "metric", "mean", "95 % CI", "p (perm.)"):
+        table.add_column(col, justify="left" if col in ("model", "metric") else "right")
+    for row in result.metrics.itertuples(index=False):
+        ci = f"{row.ci_low:.3f} – {row.ci_high:.3f}" if row.ci_low == row.ci_low else "n/a"
+        p = f"{row.p_permutation:.3g}" if row.p_permutation == row.p_permutation else "n/a"
+        table.add_row(row.model, METRIC_LABEL[row.metric], f"{row.mean:.3f}", ci, p)
+    console = Console(highlight=False, markup=False)
+    console.print(table)
+    for line in verdicts(result)[len(result.models):]:
+        console.print(line)
+    for note in result.notes:
+        stderr.print(f"note: {note}", markup=False)
+    stderr.print(f"wrote metrics.tsv, predictions.tsv, comparisons.tsv, metrics.json and report.html to {output}",
+                 markup=False)

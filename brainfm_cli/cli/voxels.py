@@ -1,0 +1,58 @@
+"""``brainfm voxels``: BOLD runs → voxel time series inside an ROI (the input of voxel models such as SC-MBM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from brainfm_cli.cli import _options as o
+from brainfm_cli.cli._errors import handle_errors, stderr
+
+
+@handle_errors
+def voxels(
+    inputs: Annotated[list[str], typer.Argument(help="NIfTI runs, a BIDS dataset or an fMRIPrep derivatives folder.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output derivatives folder.")],
+    roi_mask: o.RoiMask = None,
+    roi_atlas: o.RoiAtlas = None,
+    roi_labels: o.RoiLabels = None,
+    atlas_labels: o.AtlasLabels = None,
+    confounds: Annotated[str, typer.Option(
+        "--confounds", help="Denoising strategy: none, simple, scrubbing, compcor (fMRIPrep confounds).")] = "none",
+    high_pass: Annotated[Optional[float], typer.Option("--high-pass", help="High-pass cut-off (Hz).")] = None,
+    low_pass: Annotated[Optional[float], typer.Option("--low-pass", help="Low-pass cut-off (Hz).")] = None,
+    detrend: Annotated[bool, typer.Option("--detrend", help="Remove linear trends.")] = False,
+    dummy_scans: Annotated[Optional[int], typer.Option(
+        "--dummy-scans", help="Initial volumes to drop (default: fMRIPrep's non-steady-state count, else 0).")] = None,
+    tr: o.RepetitionTime = None,
+    participant_label: o.ParticipantLabel = None,
+    session: o.Session = None,
+    task: o.Task = None,
+    run: o.Run = None,
+    space: o.Space = None,
+    overwrite: o.Overwrite = False,
+    quiet: o.Quiet = False,
+) -> None:
+    """Extract the voxels inside an ROI mask (or atlas regions) as time series, plus the voxel list."""
+    from brainfm_cli.data.bids import RunFilter
+    from brainfm_cli.data.parcellate import CleanParams
+    from brainfm_cli.data.voxels import roi_from_options, write_voxel_runs
+    from brainfm_cli.errors import BrainfmError
+
+    roi = roi_from_options(roi_mask, roi_atlas, roi_labels, atlas_labels)
+    if roi is None:
+        raise BrainfmError("no region of interest given", fix="pass --roi-mask FILE.nii.gz, or --roi-atlas NAME "
+                           "--roi-labels LABEL,…")
+    params = CleanParams(confounds=confounds, high_pass=high_pass, low_pass=low_pass, detrend=detrend,
+                         dummy_scans=dummy_scans, tr=tr)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("voxels"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=stderr, disable=quiet, transient=True) as bar:
+        task_id = bar.add_task("runs", total=None)
+        written = write_voxel_runs(inputs, output, roi, params, RunFilter(participant_label, session, task, run),
+                                   space, overwrite, on_done=lambda _p: bar.advance(task_id))
+    stderr.print(f"wrote {len(written)} voxel time series to {output} (voxel list: {output / 'voxels.tsv'}; "
+                 f"pretrain with --arch voxels={output / 'voxels.tsv'})")
