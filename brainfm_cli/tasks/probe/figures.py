@@ -1,0 +1,131 @@
+"""The probe's HTML report: verdicts, a comparison plot and a figure per model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from brainfm_cli.tasks.probe.constants import METHOD
+from brainfm_cli.tasks.probe.cv import ModelResult, ProbeResult, protocol
+
+METRIC_LABEL = {"r2": "R²", "mae": "MAE", "pearson_r": "Pearson r", "balanced_accuracy": "balanced accuracy",
+                "f1_macro": "macro-F1", "roc_auc": "ROC-AUC"}
+
+
+def verdicts(result: ProbeResult) -> list[str]:
+    """One plain sentence per model and per comparison, on the headline metric (R² or balanced accuracy)."""
+    s = result.setup
+    head = "r2" if s.task == "regression" else "balanced_accuracy"
+    chance = 0.0 if s.task == "regression" else 1.0 / len(s.classes)
+    out = []
+    for m in result.models:
+        v = m.summary[head]
+        p = v["p_permutation"]
+        ptxt = f", permutation p = {p:.3g}" if np.isfinite(p) else ""
+        out.append(f"{m.name}: {METRIC_LABEL[head]} = {v['mean']:.3f} "
+                   f"(95 % CI {v['ci_low']:.3f} to {v['ci_high']:.3f}; chance ≈ {chance:.2f}{ptxt})")
+    comp = result.comparisons[result.comparisons["metric"] == head]
+    for row in comp.itertuples(index=False):
+        if not np.isfinite(row.p_holm):
+            continue
+        if row.p_holm < 0.05:
+            word = "better than" if row.difference > 0 else "worse than"
+        else:
+            word = "within noise of"
+        out.append(f"{row.model} is {word} {row.reference} on {METRIC_LABEL[head]}: difference "
+                   f"{row.difference:+.3f} (95 % CI {row.ci_low:+.3f} to {row.ci_high:+.3f}), Holm p = "
+                   f"{row.p_holm:.3g}")
+    return out
+
+
+def _comparison_figure(result: ProbeResult):
+    from brainfm_cli.tasks.report import new_figure
+
+    metrics = list(result.models[0].summary)
+    names = [m.name for m in result.models]
+    fig = new_figure(4.0 * len(metrics), 0.6 * len(names) + 1.6)
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    ypos = np.arange(len(names))[::-1]
+    for ax, metric in zip(axes, metrics):
+        for yp, m in zip(ypos, result.models):
+            s = m.summary[metric]
+            err = [[max(s["mean"] - s["ci_low"], 0)], [max(s["ci_high"] - s["mean"], 0)]]
+            ax.errorbar([s["mean"]], [yp], xerr=err if np.isfinite(s["ci_low"]) else None, fmt="o", capsize=4,
+                        color="#444" if m.kind == "fc" else "#1f77b4")
+        ref = {"r2": 0.0, "pearson_r": 0.0, "roc_auc": 0.5,
+               "balanced_accuracy": 1.0 / max(len(result.setup.classes), 1)}.get(metric)
+        if ref is not None:
+            ax.axvline(ref, color="#b00", lw=0.8, ls="--")
+        ax.set_title(METRIC_LABEL[metric])
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(ypos, names)
+    axes[0].set_ylim(-0.6, len(names) - 0.4)
+    return fig
+
+
+def _model_figure(result: ProbeResult, m: ModelResult):
+    from brainfm_cli.tasks.report import new_figure
+
+    s = result.setup
+    mean_pred = np.mean(m.oof, axis=0)
+    fig = new_figure(4.2, 3.8)
+    ax = fig.subplots()
+    if s.task == "regression":
+        ax.scatter(s.y, mean_pred, s=12, alpha=0.7)
+        lo, hi = float(min(s.y.min(), mean_pred.min())), float(max(s.y.max(), mean_pred.max()))
+        ax.plot([lo, hi], [lo, hi], color="#b00", lw=0.8, ls="--")
+        ax.set_xlabel(f"observed {result.settings['target']}")
+        ax.set_ylabel("predicted (mean over repeats)")
+    else:
+        k = len(s.classes)
+        cm = np.zeros((k, k), dtype=int)
+        np.add.at(cm, (s.y, np.argmax(mean_pred, axis=1)), 1)
+        ax.imshow(cm, cmap="Blues")
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+        ax.set_xticks(range(k), s.classes, rotation=45 if k > 4 else 0)
+        ax.set_yticks(range(k), s.classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("observed")
+    ax.set_title(m.name)
+    return fig
+
+
+def build_report(result: ProbeResult):
+    """The HTML report: verdicts, tables, a comparison plot, a scatter or confusion matrix per model."""
+    from brainfm_cli.tasks.report import HtmlReport
+
+    s, st = result.setup, result.settings
+    rep = HtmlReport(f"brainfm probe: {st['target']} ({s.task})")
+    rep.paragraph(f"{len(s.participants)} participants, {st['folds']}-fold CV grouped by "
+                  f"{st['group_by'] or 'participant'}, repeated {st['repeats']} times; {st['permutations']} "
+                  f"permutations; rows per participant: "
+                  f"{'averaged before fitting' if st['aggregate'] == 'mean' else 'kept, predictions averaged'}; "
+                  f"confounds: {', '.join(st['confounds']) or 'none'}; seed {st['seed']}.")
+    rep.heading("Verdict")
+    rep.bullets(verdicts(result))
+    for note in result.notes:
+        rep.note(note)
+    rep.heading("Scores")
+    rep.table(result.metrics, caption="mean over repeats, 95 % corrected repeated-CV interval, permutation p")
+    rep.figure(_comparison_figure(result), caption="mean and 95 % interval; dashed: chance level")
+    if len(result.comparisons):
+        rep.heading("Paired comparisons on the same folds")
+        rep.table(result.comparisons, caption="corrected resampled t-test on per-fold differences, Holm-corrected "
+                                              "within each metric")
+    rep.heading("Predictions")
+    for m in result.models:
+        rep.figure(_model_figure(result, m),
+                   caption=f"{m.name}: out-of-fold predictions averaged over repeats")
+    rep.heading("Participants")
+    acc = pd.DataFrame([{"model": k, **v} for k, v in s.accounting["models"].items()])
+    rep.table(acc, caption="participants per model: in the file, dropped and why, used")
+    rep.heading("Method")
+    rep.bullets([protocol(result)[k] for k in ("folds", "aggregate", "preprocessing", "model", "hyper_parameter")]
+                + METHOD)
+    if st.get("command"):
+        rep.heading("Reproduce", 3)
+        rep.code(st["command"])
+    return rep
