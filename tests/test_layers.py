@@ -92,3 +92,10 @@ def test_onednn_inference_path_equals_f_linear_and_training_uses_f_linear():
         finally:
             set_onednn(True)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    import copy
+
+    twin = copy.deepcopy(mlp)  # after inference: the packed weights are not part of the module
+    with torch.no_grad():
+        twin.fc1.weight.mul_(2.0)
+        assert not torch.allclose(twin(x), mlp(x))
+        torch.testing.assert_close(mlp(x), fast)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,9 @@ from torch import nn
 log = logging.getLogger("brainfm.layers")
 
 _ENABLED = os.environ.get("BRAINFM_ONEDNN", "1").lower() not in ("0", "false", "no")
+# Packed weights live outside the modules (opaque oneDNN tensors cannot be deep-copied or pickled, and a copy of
+# a module must not share them): module → ((weight version, data pointer), packed weight).
+_PACKED: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
 def set_onednn(enable: bool) -> None:
@@ -35,13 +39,13 @@ def _usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters and state dict) whose inference can run on oneDNN with a fused activation."""
 
-    _packed: tuple | None = None
-
     def _pack(self) -> torch.Tensor:
         key = (self.weight._version, self.weight.data_ptr())
-        if self._packed is None or self._packed[0] != key:
-            self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None))
-        return self._packed[1]
+        cached = _PACKED.get(self)
+        if cached is None or cached[0] != key:
+            cached = (key, torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None))
+            _PACKED[self] = cached
+        return cached[1]
 
     def forward_fused(self, x: torch.Tensor, activation: str = "none") -> torch.Tensor:
         """``act(x Wᵀ + b)`` with ``activation`` in {"none", "gelu"}; oneDNN when usable, else PyTorch."""
