@@ -31,6 +31,10 @@ def test_loss_falls_and_the_model_embeds(tmp_path, corpus):
     m = pd.read_csv(tmp_path / "run" / "metrics.tsv", sep="\t")
     assert len(m) == 30 and {"loss", "lr", "weight_decay", "grad_norm"} <= set(m.columns)
     assert m["loss"].tail(5).mean() < 0.8 * m["loss"].head(5).mean()
+    import yaml
+
+    card = yaml.safe_load((tmp_path / "run" / "model.yaml").read_text())
+    assert card["embedding"]["width"] == TINY["brainlm"]["embed_dim"] and card["training"]["steps"] == 30
     emb = run_cli("embed", corpus, "--model", tmp_path / "run" / "model.yaml", "--aggregate", "mean")
     assert emb.returncode == 0, emb.stderr
     assert len(emb.stdout.splitlines()) == 5

@@ -40,6 +40,8 @@ def pretrain(
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the corpus.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Crops per process per step.")] = None,
     accumulation: Annotated[Optional[int], typer.Option("--accumulation", help="Gradient accumulation.")] = None,
+    crops_per_run: Annotated[Optional[int], typer.Option(
+        "--crops-per-run", help="Random crops drawn from each run per epoch.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: the family's).")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many steps.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")] = None,
@@ -65,7 +67,7 @@ def pretrain(
         except (OSError, yaml.YAMLError) as exc:
             raise BrainfmError(f"cannot read the configuration ({exc})", path=config, fix="give a YAML mapping") from None
     flags = dict(model=model, corpus=tuple(corpus), output=str(output), epochs=epochs, batch_size=batch_size,
-                 accumulation=accumulation, lr=lr, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                 accumulation=accumulation, crops_per_run=crops_per_run, lr=lr, max_steps=max_steps, checkpoint_every=checkpoint_every,
                  device=device, dtype=dtype, missing=missing_regions, tr=tr, seed=seed)
     values.update({k: v for k, v in flags.items() if v is not None})
     values["architecture"] = {**values.get("architecture", {}), **_pairs(arch, "--arch")}

@@ -265,7 +265,12 @@ class Trainer:
         })
         from dataclasses import replace as dc_replace
 
-        model.card = dc_replace(model.card, training=training, weights={"file": "model.safetensors"})
+        space = model.card.input
+        with torch.no_grad():  # the embedding width of the default pooling, for the card
+            probe = torch.zeros(1, space.n_regions, space.seq_len, device=next(model.parameters()).device)
+            width = int(model.pool(model.encode(probe), model.default_pooling).shape[-1])
+        embedding = {**model.card.embedding, "width": width, "default": model.default_pooling}
+        model.card = dc_replace(model.card, training=training, embedding=embedding, weights={"file": "model.safetensors"})
         path = model.save(out / "model.safetensors")
         card_dict = model.card.to_dict()
         card_dict["weights"] = {"file": "model.safetensors", "sha256": sha256sum(path)}

@@ -71,7 +71,8 @@ def load(name: str | Path, weights: str | Path | None = None, device: str = "cpu
             raise BrainfmError(f"these weights are a {theirs.architecture.get('name')} model ('{theirs.name}'), "
                                f"not {card.architecture.get('name')} ('{card.name}')", path=ckpt.path,
                                fix=f"use --model {theirs.name}, or weights made for {card.name}")
-        card = theirs
+        if weights is not None:  # a checkpoint describes itself; a card's shipped weights keep that card
+            card = theirs
     if architecture:
         card = card.with_architecture(**architecture)
     if ckpt is not None and ckpt.card is None:
