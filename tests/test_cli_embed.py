@@ -146,3 +146,11 @@ class _Exploit:
         import os
 
         return (os.system, ("true",))
+
+
+def test_a_model_whose_atlas_brainfm_cannot_fetch_asks_for_it_first(tmp_path):
+    from conftest import invoke
+
+    bold = write_bold(tmp_path / "sub-01_task-rest_bold.nii.gz", n_vols=10)
+    r = invoke("embed", bold, "--model", "semantoks-ukb")
+    assert r.exit_code == 1 and "--atlas FILE.nii.gz --atlas-labels" in r.output and "ships no weights" not in r.output

@@ -272,6 +272,8 @@ def embed(inputs: list[str], output: str, model_name: str, weights: str | None =
 
     clean = CleanParams(confounds=confounds, tr=opts.tr)
     sources = discover_sources(inputs, filters or RunFilter(), space, atlas_factory, clean, opts.tr, roi)
+    if roi is None and atlas_name is None and any(s.path.name.endswith(NIFTI) for s in sources):
+        atlas_factory()  # say which atlas files are needed before loading any weights
     space_args = dict(space_args or {})
     if roi is not None:
         from brainfm_cli.data.nifti import load_bold
