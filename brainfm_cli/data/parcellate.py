@@ -96,11 +96,19 @@ def _non_steady_state(run: BoldRun) -> int:
     return int(np.argmin(flags)) if not flags.all() else len(flags)
 
 
-def extract_run(run: BoldRun, atlas: Atlas, params: CleanParams, weights: RegionWeights | None = None
-                ) -> RegionTimeseries:
-    """One run → region time series (time × regions; regions below ``min_coverage`` all-NaN) + sidecar."""
-    from nilearn import signal
+@dataclass
+class RunPlan:
+    """A run's header, repetition time, confounds and the volumes kept after dummy scans and censoring."""
 
+    img: object
+    tr: float | None
+    n_vols: int
+    confounds: np.ndarray | None
+    keep: np.ndarray
+
+
+def plan_run(run: BoldRun, params: CleanParams) -> RunPlan:
+    """Open a run and decide what denoising will use, refusing runs that cannot be cleaned (no TR, no volumes)."""
     img = load_bold(run.path)
     tr = resolve_tr(run, img, params.tr)
     if tr is None and params.filtering:
@@ -124,14 +132,41 @@ def extract_run(run: BoldRun, atlas: Atlas, params: CleanParams, weights: Region
     if len(keep) < 2:
         raise BrainfmError(f"'{params.confounds}' censors all but {len(keep)} of {n_vols} volumes (high motion)",
                            path=run.confounds, fix="exclude this run, or use a strategy without scrubbing (simple)")
+    return RunPlan(img, tr, n_vols, None if confounds is None else confounds.to_numpy(dtype=float), keep)
 
-    weights = weights or region_weights(atlas, img.shape, img.affine)
+
+def read_run(plan: RunPlan, run: BoldRun, params: CleanParams) -> np.ndarray:
+    """The run's voxels as float32 (Fortran order), smoothed first when asked."""
     if params.smoothing_fwhm:
         from nilearn.image import smooth_img
 
-        data = read_data(smooth_img(img, params.smoothing_fwhm), run.path)
-    else:
-        data = read_data(img, run.path)
+        return read_data(smooth_img(plan.img, params.smoothing_fwhm), run.path)
+    return read_data(plan.img, run.path)
+
+
+def clean_signals(signals: np.ndarray, plan: RunPlan, params: CleanParams) -> np.ndarray:
+    """nilearn's ``signal.clean`` with the run's confounds, filters and censoring (only the kept volumes)."""
+    from nilearn import signal
+
+    if params.filtering or params.detrend or params.standardize or plan.confounds is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return signal.clean(
+                signals, detrend=params.detrend, standardize="zscore_sample" if params.standardize else False,
+                confounds=plan.confounds, low_pass=params.low_pass, high_pass=params.high_pass, t_r=plan.tr,
+                sample_mask=None if len(plan.keep) == plan.n_vols else plan.keep, ensure_finite=False,
+                standardize_confounds=True,
+            )
+    return signals[plan.keep] if len(plan.keep) != plan.n_vols else signals
+
+
+def extract_run(run: BoldRun, atlas: Atlas, params: CleanParams, weights: RegionWeights | None = None
+                ) -> RegionTimeseries:
+    """One run → region time series (time × regions; regions below ``min_coverage`` all-NaN) + sidecar."""
+    plan = plan_run(run, params)
+    img, tr, n_vols, keep = plan.img, plan.tr, plan.n_vols, plan.keep
+    weights = weights or region_weights(atlas, img.shape, img.affine)
+    data = read_run(plan, run, params)
     ex = extract(data, weights)
     del data
     if ex.n_nonfinite:
@@ -157,20 +192,7 @@ def extract_run(run: BoldRun, atlas: Atlas, params: CleanParams, weights: Region
         log.warning("%s: %d region(s) below %.0f%% coverage are written as n/a columns: %s%s", run.path.name,
                     len(missing), 100 * params.min_coverage, ", ".join(missing[:8]), " ..." if len(missing) > 8 else "")
 
-    signals = ex.signals[:, covered]
-    conf = None if confounds is None else confounds.to_numpy(dtype=float)
-    needs_clean = params.filtering or params.detrend or params.standardize or conf is not None
-    if needs_clean:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            signals = signal.clean(
-                signals, detrend=params.detrend, standardize="zscore_sample" if params.standardize else False,
-                confounds=conf, low_pass=params.low_pass, high_pass=params.high_pass, t_r=tr,
-                sample_mask=None if len(keep) == n_vols else keep, ensure_finite=False,
-                standardize_confounds=True,
-            )
-    elif len(keep) != n_vols:
-        signals = signals[keep]
+    signals = clean_signals(ex.signals[:, covered], plan, params)
     out = np.full((signals.shape[0], atlas.n_regions), np.nan)
     out[:, covered] = signals
     frame = pd.DataFrame(out, columns=atlas.labels)
@@ -180,7 +202,7 @@ def extract_run(run: BoldRun, atlas: Atlas, params: CleanParams, weights: Region
         "RepetitionTime": tr,
         "SamplingFrequency": None if tr is None else 1.0 / tr,
         "Atlas": atlas.describe(),
-        "Sources": [str(run.path)] + ([str(run.confounds)] if confounds is not None else []),
+        "Sources": [str(run.path)] + ([str(run.confounds)] if plan.confounds is not None else []),
         "ConfoundsStrategy": params.confounds,
         "Detrend": params.detrend,
         "HighPass": params.high_pass,

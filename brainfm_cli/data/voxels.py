@@ -14,7 +14,6 @@ import fnmatch
 import hashlib
 import logging
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -239,38 +238,14 @@ def extract_voxel_run(run, roi: RoiSpec, params):
 
     Denoising follows ``parcellate`` (``CleanParams``: dummy scans, confounds, filters) on the voxel signals.
     """
-    from nilearn import signal
-
-    from brainfm_cli.data.bids import resolve_tr
     from brainfm_cli.data.extract import gather
-    from brainfm_cli.data.nifti import load_bold, read_data
-    from brainfm_cli.data.parcellate import _load_confounds, _non_steady_state
+    from brainfm_cli.data.parcellate import clean_signals, plan_run, read_run
     from brainfm_cli.data.timeseries import RegionTimeseries
 
-    img = load_bold(run.path)
-    tr = resolve_tr(run, img, params.tr)
-    if tr is None and params.filtering:
-        raise BrainfmError("filtering needs the repetition time", path=run.path, fix="pass --tr SECONDS")
-    voxels = roi.select(img.shape, img.affine)
-    n_vols = img.shape[3]
-    confounds, sample_mask = (None, None)
-    if params.confounds != "none":
-        confounds, sample_mask = _load_confounds(run, params.confounds)
-        if len(confounds) != n_vols:
-            raise BrainfmError(f"the confounds file has {len(confounds)} rows but the run has {n_vols} volumes",
-                               path=run.confounds, fix="use the confounds file fMRIPrep wrote for this run")
-    dummy = _non_steady_state(run) if params.dummy_scans is None else params.dummy_scans
-    keep = np.arange(dummy, n_vols) if sample_mask is None else \
-        np.asarray(sample_mask)[np.asarray(sample_mask) >= dummy]
-    if len(keep) < 2:
-        raise BrainfmError(f"only {len(keep)} of {n_vols} volumes are left after dummy scans and censoring",
-                           path=run.path, fix="lower --dummy-scans or use another --confounds strategy")
-    if params.smoothing_fwhm:
-        from nilearn.image import smooth_img
-
-        data = read_data(smooth_img(img, params.smoothing_fwhm), run.path)
-    else:
-        data = read_data(img, run.path)
+    plan = plan_run(run, params)
+    tr, keep = plan.tr, plan.keep
+    voxels = roi.select(plan.img.shape, plan.img.affine)
+    data = read_run(plan, run, params)
     x = gather(data, voxels.flat).astype(np.float64)
     del data
     bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
@@ -284,20 +259,11 @@ def extract_voxel_run(run, roi: RoiSpec, params):
     if flat_voxels:
         log.warning("%s: %d of %d ROI voxels are constant over time (outside the brain or field of view?)",
                     run.path.name, flat_voxels, voxels.count)
-    conf = None if confounds is None else confounds.to_numpy(dtype=float)
-    if params.filtering or params.detrend or params.standardize or conf is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            x = signal.clean(x, detrend=params.detrend, standardize="zscore_sample" if params.standardize else False,
-                             confounds=conf, low_pass=params.low_pass, high_pass=params.high_pass, t_r=tr,
-                             sample_mask=None if len(keep) == n_vols else keep, ensure_finite=False,
-                             standardize_confounds=True)
-    elif len(keep) != n_vols:
-        x = x[keep]
+    x = clean_signals(x, plan, params)
     sidecar = {
         "RepetitionTime": tr, "SamplingFrequency": None if tr is None else 1.0 / tr,
         "Voxels": {**voxels.identity(), "roi": roi.describe()},
-        "Sources": [str(run.path)] + ([str(run.confounds)] if confounds is not None else []),
+        "Sources": [str(run.path)] + ([str(run.confounds)] if plan.confounds is not None else []),
         "ConfoundsStrategy": params.confounds, "Detrend": params.detrend, "HighPass": params.high_pass,
         "LowPass": params.low_pass, "Standardize": "zscore_sample" if params.standardize else False,
         "SmoothingFWHM": params.smoothing_fwhm, "NumberOfVolumesDiscarded": int(keep[0]),
