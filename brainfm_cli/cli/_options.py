@@ -49,3 +49,11 @@ RoiLabels = Annotated[
     typer.Option("--roi-labels", help="Regions of --roi-atlas, comma separated, in order; shell patterns allowed "
                  "(e.g. 'Calcarine_*,Cuneus_*')."),
 ]
+ConfoundStrategy = Annotated[
+    str, typer.Option("--confounds", help="Denoising strategy: none, simple, scrubbing, compcor (fMRIPrep confounds).")
+]
+HighPass = Annotated[Optional[float], typer.Option("--high-pass", help="High-pass cut-off (Hz).")]
+LowPass = Annotated[Optional[float], typer.Option("--low-pass", help="Low-pass cut-off (Hz).")]
+Detrend = Annotated[bool, typer.Option("--detrend", help="Remove linear trends.")]
+DummyScans = Annotated[Optional[int], typer.Option(
+    "--dummy-scans", help="Initial volumes to drop (default: fMRIPrep's non-steady-state count, else 0).")]

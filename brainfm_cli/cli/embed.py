@@ -43,8 +43,7 @@ def embed(
     average_window: Annotated[Optional[float], typer.Option(
         "--average-window", help="Seconds averaged into one sample, for models that average runs over windows "
         "(SC-MBM; default: the model's).")] = None,
-    confounds: Annotated[str, typer.Option(
-        "--confounds", help="Denoising for NIfTI inputs: none, simple, scrubbing, compcor.")] = "none",
+    confounds: o.ConfoundStrategy = "none",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Windows per forward pass.")] = 8,

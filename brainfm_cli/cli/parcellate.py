@@ -19,15 +19,13 @@ def parcellate(
     atlas_labels: o.AtlasLabels = None,
     transfer_networks: Annotated[bool, typer.Option(
         "--transfer-networks", help="Give an atlas without networks the nearest Seitzman-300 network.")] = False,
-    confounds: Annotated[str, typer.Option(
-        "--confounds", help="Denoising strategy: none, simple, scrubbing, compcor (fMRIPrep confounds).")] = "none",
-    high_pass: Annotated[Optional[float], typer.Option("--high-pass", help="High-pass cut-off (Hz).")] = None,
-    low_pass: Annotated[Optional[float], typer.Option("--low-pass", help="Low-pass cut-off (Hz).")] = None,
-    detrend: Annotated[bool, typer.Option("--detrend", help="Remove linear trends.")] = False,
+    confounds: o.ConfoundStrategy = "none",
+    high_pass: o.HighPass = None,
+    low_pass: o.LowPass = None,
+    detrend: o.Detrend = False,
     standardize: Annotated[bool, typer.Option("--standardize", help="z-score each region (sample std).")] = False,
     smoothing_fwhm: Annotated[Optional[float], typer.Option("--smoothing-fwhm", help="Spatial smoothing (mm).")] = None,
-    dummy_scans: Annotated[Optional[int], typer.Option(
-        "--dummy-scans", help="Initial volumes to drop (default: fMRIPrep's non-steady-state count, else 0).")] = None,
+    dummy_scans: o.DummyScans = None,
     min_coverage: Annotated[float, typer.Option(
         "--min-coverage", help="Regions covered by less than this fraction of their voxels become n/a columns.")] = 0.5,
     tr: o.RepetitionTime = None,

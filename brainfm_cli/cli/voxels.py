@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,13 +19,11 @@ def voxels(
     roi_atlas: o.RoiAtlas = None,
     roi_labels: o.RoiLabels = None,
     atlas_labels: o.AtlasLabels = None,
-    confounds: Annotated[str, typer.Option(
-        "--confounds", help="Denoising strategy: none, simple, scrubbing, compcor (fMRIPrep confounds).")] = "none",
-    high_pass: Annotated[Optional[float], typer.Option("--high-pass", help="High-pass cut-off (Hz).")] = None,
-    low_pass: Annotated[Optional[float], typer.Option("--low-pass", help="Low-pass cut-off (Hz).")] = None,
-    detrend: Annotated[bool, typer.Option("--detrend", help="Remove linear trends.")] = False,
-    dummy_scans: Annotated[Optional[int], typer.Option(
-        "--dummy-scans", help="Initial volumes to drop (default: fMRIPrep's non-steady-state count, else 0).")] = None,
+    confounds: o.ConfoundStrategy = "none",
+    high_pass: o.HighPass = None,
+    low_pass: o.LowPass = None,
+    detrend: o.Detrend = False,
+    dummy_scans: o.DummyScans = None,
     tr: o.RepetitionTime = None,
     participant_label: o.ParticipantLabel = None,
     session: o.Session = None,
