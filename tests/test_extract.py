@@ -4,7 +4,6 @@ import warnings
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
 
 from brainfm_cli.atlases import load_atlas

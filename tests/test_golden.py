@@ -68,7 +68,6 @@ def test_brainlm_vitmae_future_reconstruction_matches_the_authors_loss(tmp_path)
     from brainfm_cli.models import load
 
     g = golden("brainlm_vitmae")
-    c = g["config"]
     save_file({k: v.contiguous() for k, v in g["checkpoint"].items()}, str(tmp_path / "model.safetensors"))
     arch = dict(embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0, decoder_dim=16, decoder_depth=1, decoder_heads=2,
                 decoder_mlp_ratio=2.0)

@@ -110,7 +110,7 @@ def check_regions(ts: RegionTimeseries, card, expected: list[str] | None, source
     if len(cols) != space.n_regions:
         where = space.atlas or space.atlas_description
         raise BrainfmError(f"{len(cols)} regions, but {card.name} needs {space.n_regions} ({where})", path=source,
-                           fix=f"parcellate with the model's atlas" + (f": brainfm parcellate … --atlas {space.atlas}"
+                           fix="parcellate with the model's atlas" + (f": brainfm parcellate … --atlas {space.atlas}"
                                                                        if space.atlas else f" ({where})"))
     if expected is None or cols == expected:
         return ts.data
