@@ -97,10 +97,10 @@ def test_averaging_and_padding_reproduce_the_authors_voxel_pipeline():
 
 
 def test_masking_ratio_under_a_seed():
-    from brainfm_cli.masking.sc_mbm import mae_mask
+    from brainfm_cli.masking.random import random_mask
 
     def draw(seed):
-        return mae_mask(3, 291, 0.75, torch.Generator().manual_seed(seed))
+        return random_mask(3, 291, 0.75, torch.Generator().manual_seed(seed), keep_floor=True)
 
     a, b, c = draw(5), draw(5), draw(6)
     assert a.keep.shape == (3, 72) and a.masked.shape == (3, 219)  # the authors keep int(291 · 0.25) = 72
@@ -126,13 +126,13 @@ def test_objective_is_seeded_by_the_step_generator_and_follows_the_recipe():
 
 
 def test_reconstruction_loss_counts_only_masked_patches_and_real_voxels():
-    from brainfm_cli.masking.sc_mbm import mae_mask
+    from brainfm_cli.masking.random import random_mask
     from brainfm_cli.models.sc_mbm import masked_voxel_loss
 
     model = tiny_model(40)  # 3 patches: the last holds voxels 32-39 and 8 padding copies
     target = model.patchify(torch.randn(2, 40))
     pred = torch.randn_like(target)
-    tm = mae_mask(2, 3, 0.5, noise=torch.tensor([[0.1, 0.9, 0.8], [0.9, 0.1, 0.8]]))  # keep 1 patch
+    tm = random_mask(2, 3, 0.5, noise=torch.tensor([[0.1, 0.9, 0.8], [0.9, 0.1, 0.8]]), keep_floor=True)  # keep 1 patch
     assert tm.keep.tolist() == [[0], [1]]
     w = model.voxel_weights()
     base, base_all = masked_voxel_loss(pred, target, tm.masked, w), masked_voxel_loss(pred, target, tm.masked)
@@ -180,14 +180,14 @@ def test_authors_encoder_matches_their_code(tmp_path, kind):
 
 
 def test_authors_reconstruction_with_their_noise(tmp_path):
-    from brainfm_cli.masking.sc_mbm import mae_mask
+    from brainfm_cli.masking.random import random_mask
     from brainfm_cli.models import load
     from brainfm_cli.models.sc_mbm import masked_voxel_loss
 
     g = golden()
     model = load("sc-mbm-mindvis", weights=_authors_file(tmp_path))
     v = g["inputs"]["x"][:, 0]
-    tm = mae_mask(2, 291, 0.75, noise=g["inputs"]["noise_ratio75"])
+    tm = random_mask(2, 291, 0.75, noise=g["inputs"]["noise_ratio75"], keep_floor=True)
     assert torch.equal(tm.bool().float(), g["outputs"]["mae_mask_ratio75"])
     with torch.inference_mode():
         pred = model.reconstruct(v, tm.keep)

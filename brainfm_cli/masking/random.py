@@ -21,13 +21,20 @@ class TokenMask:
         return out.scatter_(1, self.masked, True)
 
 
-def random_mask(batch: int, n_tokens: int, ratio: float, generator: torch.Generator | None = None) -> TokenMask:
-    """Hide ``round(ratio·N)`` tokens chosen uniformly per sample (MAE's per-sample shuffle)."""
-    n_mask = int(round(ratio * n_tokens))
-    if not 0 < n_mask < n_tokens:
+def random_mask(batch: int, n_tokens: int, ratio: float, generator: torch.Generator | None = None, *,
+                noise: torch.Tensor | None = None, keep_floor: bool = False) -> TokenMask:
+    """MAE's per-sample shuffle: keep the tokens with the smallest uniform noise, hide ``round(ratio·N)``.
+
+    ``keep_floor`` keeps ``int(N·(1 − ratio))`` instead (MinD-Vis rounds the kept count down: 291 patches at
+    0.75 keep 72); ``noise [B, N]`` replaces the draw (to replay an authors' run).
+    """
+    n_keep = int(n_tokens * (1 - ratio)) if keep_floor else n_tokens - int(round(ratio * n_tokens))
+    if not 0 < n_keep < n_tokens:
         raise ValueError(f"mask ratio {ratio} leaves no visible or no hidden tokens out of {n_tokens}")
-    order = torch.rand(batch, n_tokens, generator=generator).argsort(dim=1)
-    return TokenMask(keep=order[:, n_mask:].sort(dim=1).values, masked=order[:, :n_mask].sort(dim=1).values,
+    if noise is None:
+        noise = torch.rand(batch, n_tokens, generator=generator)
+    order = noise.argsort(dim=1)
+    return TokenMask(keep=order[:, :n_keep].sort(dim=1).values, masked=order[:, n_keep:].sort(dim=1).values,
                      n_tokens=n_tokens)
 
 

@@ -16,8 +16,8 @@ from torch import nn
 from brainfm_cli.engine.objective import Objective
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.layers import Block, init_vit_weights, sincos_2d
-from brainfm_cli.masking import gather_tokens
 from brainfm_cli.masking.random import TokenMask, random_mask
+from brainfm_cli.models._mae import MaskedAutoencoder
 from brainfm_cli.models._space import read_coordinates
 from brainfm_cli.models.base import BrainModel, Encoded
 from brainfm_cli.models.card import ModelCard
@@ -27,7 +27,7 @@ SCALE = 5.6430855  # the authors' tutorial divides the scaled recordings by this
 PAD_VALUE = -1.0
 
 
-class BrainLMViTMAE(BrainModel):
+class BrainLMViTMAE(MaskedAutoencoder, BrainModel):
     poolings = ("cls", "mean", "tokens")
     default_pooling = "cls"
 
@@ -86,14 +86,11 @@ class BrainLMViTMAE(BrainModel):
 
     def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, 1 + K, D]`` after the final norm, CLS first, for the patches in ``keep`` (all when None)."""
-        tokens = self.patch_embed(self.to_image(x)).flatten(2).transpose(1, 2) + self.pos_embed[:, 1:]
-        if keep is not None:
-            tokens = gather_tokens(tokens, keep)
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
-        tokens = torch.cat([cls, tokens], dim=1)
-        for blk in self.blocks:
-            tokens = blk(tokens)
-        return self.norm(tokens)
+        return self.encode_image(self.to_image(x), keep)
+
+    def encode_image(self, img: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder on an already prepared ``[B, C, size, size]`` image (see ``to_image``)."""
+        return self.encode_patches(self.patch_embed(img).flatten(2).transpose(1, 2), keep)
 
     @classmethod
     def pretraining_objective(cls, model: "BrainLMViTMAE", options: dict) -> "PixelReconstruction":
@@ -113,17 +110,6 @@ class BrainLMViTMAE(BrainModel):
             raise BrainfmError(f"{self.card.name} has no padding mask", fix="give full-length windows")
         out = self.forward_features(x)
         return {"cls": out[:, 0], "tokens": out[:, 1:]}
-
-    def decode(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Pixel predictions ``[B, N, p·p·C]`` for every patch, from the encoder output of ``keep``."""
-        y = self.decoder_embed(latent)
-        B, n = y.shape[0], self.grid ** 2
-        full = self.mask_token.expand(B, n, -1).clone()
-        full.scatter_(1, keep.unsqueeze(-1).expand(-1, -1, y.shape[-1]), y[:, 1:])
-        full = torch.cat([y[:, :1], full], dim=1) + self.decoder_pos_embed
-        for blk in self.decoder_blocks:
-            full = blk(full)
-        return self.decoder_pred(self.decoder_norm(full))[:, 1:]
 
     def patchify(self, img: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` → ``[B, N, p·p·C]`` in Hugging Face's (row, col, channel) pixel order."""
@@ -223,11 +209,12 @@ class PixelReconstruction(Objective):
         """(loss, channel-mean predictions ``[B, N, p²]``) for the hidden tokens of ``tm``."""
         model: BrainLMViTMAE = self.model
         keep = tm.keep.to(x.device)
-        pred = model.decode(model.forward_features(x, keep=keep), keep)
+        img = model.to_image(x)
+        pred = model.decode(model.encode_image(img, keep), keep)
         B, N, _ = pred.shape
         p2 = model.patch ** 2
         pred = pred.view(B, N, p2, model.channels).mean(-1)
-        target = model.patchify(model.to_image(x)).view(B, N, p2, model.channels).mean(-1)
+        target = model.patchify(img).view(B, N, p2, model.channels).mean(-1)
         weight = tm.bool().to(x.device)[:, :, None] & model.signal_pixels().to(x.device).view(N, p2, -1)[None, ..., 0]
         w = weight.to(pred.dtype)
         return ((pred - target) ** 2 * w).sum() / w.sum().clamp_min(1), pred

@@ -21,6 +21,7 @@ from brainfm_cli.engine.objective import Objective
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.layers import Block, init_vit_weights, sincos_1d
 from brainfm_cli.masking import gather_tokens
+from brainfm_cli.models._mae import MaskedAutoencoder
 from brainfm_cli.models.base import BrainModel, Encoded
 from brainfm_cli.models.card import ModelCard
 from brainfm_cli.models.checkpoint import Checkpoint, strip_prefix
@@ -60,7 +61,7 @@ def cls_sincos(dim: int, n: int) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dim), sincos_1d(dim, n)], dim=0)[None]
 
 
-class SCMBM(BrainModel):
+class SCMBM(MaskedAutoencoder, BrainModel):
     """The MinD-Vis MAE for fMRI: encoder (embedding) and decoder (pretraining)."""
 
     poolings = ("cls", "mean", "tokens")
@@ -200,14 +201,7 @@ class SCMBM(BrainModel):
 
     def forward_features(self, v: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, 1 + K, D]`` after the final norm, CLS first, for the patches ``keep [B, K]`` (all when None)."""
-        tokens = self.patch_embed(self.padded(v)[:, None, :]).transpose(1, 2) + self.pos_embed[:, 1:]
-        if keep is not None:
-            tokens = gather_tokens(tokens, keep)
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
-        tokens = torch.cat([cls, tokens], dim=1)
-        for blk in self.blocks:
-            tokens = blk(tokens)
-        return self.norm(tokens)
+        return self.encode_patches(self.patch_embed(self.padded(v)[:, None, :]).transpose(1, 2), keep)
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
         if mask is not None:
@@ -215,16 +209,6 @@ class SCMBM(BrainModel):
         self.check_input(x)
         out = self.forward_features(x[..., 0])
         return {"cls": out[:, 0], "tokens": out[:, 1:]}
-
-    def decode(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Voxel predictions ``[B, L, p]`` for every patch, from the encoder output of ``keep``."""
-        y = self.decoder_embed(latent)
-        full = self.mask_token.to(y.dtype).expand(y.shape[0], self.n_patches, -1).clone()
-        full.scatter_(1, keep.unsqueeze(-1).expand(-1, -1, y.shape[-1]), y[:, 1:])
-        full = torch.cat([y[:, :1], full], dim=1) + self.decoder_pos_embed
-        for blk in self.decoder_blocks:
-            full = blk(full)
-        return self.decoder_pred(self.decoder_norm(full))[:, 1:]
 
     def reconstruct(self, v: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Encode the visible patches ``keep`` of ``v [B, V]`` and predict every patch ``[B, L, p]``."""
@@ -281,12 +265,13 @@ class MaskedVoxelModelling(Objective):
                                fix="choose a ratio that hides some patches and keeps at least one (e.g. 0.75)")
 
     def forward(self, x, valid, info):
-        from brainfm_cli.masking.sc_mbm import mae_mask
+        from brainfm_cli.masking.random import random_mask
 
         model: SCMBM = self.model
         model.check_input(x)
         v = x[..., 0]
-        tm = mae_mask(v.shape[0], model.n_patches, float(self.options["mask_ratio"]), info.generator)
+        tm = random_mask(v.shape[0], model.n_patches, float(self.options["mask_ratio"]), info.generator,
+                         keep_floor=True)
         keep, masked = tm.keep.to(x.device), tm.masked.to(x.device)
         pred = model.reconstruct(v, keep)
         weights = None if self.options["padding_in_loss"] else model.voxel_weights()

@@ -6,6 +6,7 @@ produced, so memory stays flat however many runs are embedded (data contracts §
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from dataclasses import dataclass
@@ -259,6 +260,7 @@ def embed(inputs: list[str], output: str, model_name: str, weights: str | None =
     if atlas is None and card.input.atlas:
         expected = list(load_atlas(card.input.atlas).labels)
 
+    @functools.cache  # one atlas for every run (a user atlas is read once)
     def atlas_factory():
         if atlas_name is None:
             raise BrainfmError(f"{card.name} works in {card.input.atlas_description}, which brainfm cannot fetch",
@@ -272,8 +274,8 @@ def embed(inputs: list[str], output: str, model_name: str, weights: str | None =
 
     clean = CleanParams(confounds=confounds, tr=opts.tr)
     sources = discover_sources(inputs, filters or RunFilter(), space, atlas_factory, clean, opts.tr, roi)
-    if roi is None and atlas_name is None and any(s.path.name.endswith(NIFTI) for s in sources):
-        atlas_factory()  # say which atlas files are needed before loading any weights
+    if roi is None and any(s.path.name.endswith(NIFTI) for s in sources):
+        atlas_factory()  # a missing or mismatched atlas is reported before any weights are loaded
     space_args = dict(space_args or {})
     if roi is not None:
         from brainfm_cli.data.nifti import load_bold

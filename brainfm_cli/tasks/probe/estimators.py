@@ -347,8 +347,8 @@ class LogisticProbe(_ClassifierProbe):
         self.model_ = self._path(Z, y, [self.best_param_])[0]
 
 
-class MlpClassifierProbe(_ClassifierProbe):
-    """A one-hidden-layer MLP classifier (scikit-learn), weight decay chosen by stratified grouped inner CV."""
+class _MlpParams:
+    """The parameters both MLP probes take (scikit-learn reads them from ``__init__``)."""
 
     def __init__(self, alphas=None, hidden: int = 64, inner_folds: int = 5, n_confounds: int = 0,
                  random_state: int | None = None):
@@ -357,6 +357,10 @@ class MlpClassifierProbe(_ClassifierProbe):
         self.inner_folds = inner_folds
         self.n_confounds = n_confounds
         self.random_state = random_state
+
+
+class MlpClassifierProbe(_MlpParams, _ClassifierProbe):
+    """A one-hidden-layer MLP classifier (scikit-learn), weight decay chosen by stratified grouped inner CV."""
 
     def _make(self, alpha):
         from sklearn.neural_network import MLPClassifier
@@ -365,19 +369,11 @@ class MlpClassifierProbe(_ClassifierProbe):
                              random_state=self.random_state)
 
 
-class MlpRegressorProbe(RegressorMixin, _Probe):
+class MlpRegressorProbe(_MlpParams, RegressorMixin, _Probe):
     """A one-hidden-layer MLP regressor (scikit-learn), weight decay chosen by grouped inner CV.
 
     Like every probe it sees the standardised features rotated onto the training rows' span when features
     outnumber rows (the hidden layer then starts in that span)."""
-
-    def __init__(self, alphas=None, hidden: int = 64, inner_folds: int = 5, n_confounds: int = 0,
-                 random_state: int | None = None):
-        self.alphas = alphas
-        self.hidden = hidden
-        self.inner_folds = inner_folds
-        self.n_confounds = n_confounds
-        self.random_state = random_state
 
     def _check_y(self, y):
         return np.asarray(y, dtype=np.float64)
