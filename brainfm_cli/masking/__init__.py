@@ -3,6 +3,6 @@
 Models only gather (I-JEPA's layout): a collator owns the randomness, so it can be seeded and fast-forwarded.
 """
 
-from brainfm_cli.masking.utils import apply_masks, gather_tokens
+from brainfm_cli.masking.utils import gather_tokens
 
-__all__ = ["apply_masks", "gather_tokens"]
+__all__ = ["gather_tokens"]

@@ -9,7 +9,3 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``x[b, idx[b]]`` for ``x [B, N, D]`` and ``idx [B, K]`` → ``[B, K, D]``."""
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
-
-def apply_masks(x: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
-    """Gather each index list and stack the results along the batch (I-JEPA's ``apply_masks``)."""
-    return torch.cat([gather_tokens(x, m) for m in masks], dim=0)
