@@ -74,8 +74,9 @@ def main(argv=None) -> int:
 
     from brainfm_cli.atlases import load_atlas
     from brainfm_cli.data import extract as ex
-    from brainfm_cli.data.bids import BoldRun
-    from brainfm_cli.data.parcellate import CleanParams, extract_run
+    from brainfm_cli.io.bids import BoldRun
+    from brainfm_cli.data.clean import CleanParams
+    from brainfm_cli.data.extract import extract_run
 
     path = make_run(args.volumes)
     print(f"run: {path.name} {SHAPE + (args.volumes,)} float32, {path.stat().st_size / 1e6:.0f} MB on disk")

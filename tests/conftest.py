@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -19,6 +22,10 @@ AFFINE_6MM = np.array([[-6.0, 0, 0, 90], [0, 6.0, 0, -126], [0, 0, 6.0, -72], [0
 SHAPE_6MM = (31, 37, 31)
 
 os.environ.setdefault("BRAINFM_OFFLINE", "1")  # tests never download
+# Each test session has its own brainfm data folder: never the user's cache, never another run's.
+_DATA = tempfile.mkdtemp(prefix="brainfm-tests-")
+os.environ["BRAINFM_DATA"] = _DATA
+atexit.register(shutil.rmtree, _DATA, True)
 
 
 def brain_mask(shape=SHAPE_6MM, affine=AFFINE_6MM) -> np.ndarray:
@@ -87,20 +94,52 @@ def make_fmriprep(root: Path, subjects=("01",), spaces=("MNI152NLin2009cAsym",),
     return root
 
 
-def run_cli(*args, input: str | None = None, cwd=None) -> subprocess.CompletedProcess:
-    """Run ``brainfm`` as a real subprocess (the installed module), capturing both streams."""
+@dataclass
+class CliResult:
+    """What a finished ``brainfm`` command left: exit status and both streams (like ``CompletedProcess``)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, input: str | None = None, cwd=None) -> CliResult:
+    """Run ``brainfm`` in-process with typer's CliRunner (no interpreter start-up). Stricter than a subprocess: an
+    exception that escapes the command's error handling fails the test instead of looking like exit status 1."""
+    from typer.testing import CliRunner
+
+    from brainfm_cli.cli.app import app
+
+    old = Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        res = CliRunner().invoke(app, [str(a) for a in args], input=input, env={"COLUMNS": "200"})
+    finally:
+        os.chdir(old)
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return CliResult(res.exit_code, res.stdout, res.stderr)
+
+
+def run_process(*args, input: str | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``brainfm`` as a real subprocess (``python -m brainfm_cli``), for what needs one: start-up, pipes
+    between processes, signals."""
     env = dict(os.environ, BRAINFM_OFFLINE="1", COLUMNS="200")
     return subprocess.run([sys.executable, "-m", "brainfm_cli", *map(str, args)], capture_output=True, text=True,
                           input=input, cwd=cwd, env=env)
 
 
 def invoke(*args, input: str | None = None):
-    """Run ``brainfm`` in-process with typer's CliRunner (fast); returns exit code, stdout, stderr."""
+    """Run ``brainfm`` in-process with typer's CliRunner; returns the runner's result (exit code, streams)."""
     from typer.testing import CliRunner
 
     from brainfm_cli.cli.app import app
 
-    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+    res = CliRunner().invoke(app, [str(a) for a in args], input=input, env={"COLUMNS": "200"})
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return res
 
 
 def leftovers(folder: Path) -> list[Path]:

@@ -3,8 +3,8 @@ import logging
 
 import pytest
 
-from brainfm_cli.data.bids import BoldRun, RunFilter, discover_bold, parse_entities, resolve_tr
-from brainfm_cli.data.nifti import load_bold
+from brainfm_cli.io.bids import BoldRun, RunFilter, discover_bold, parse_entities, resolve_tr
+from brainfm_cli.io.nifti import load_bold
 from brainfm_cli.errors import BrainfmError
 
 from conftest import make_bids, make_fmriprep, write_bold
@@ -61,7 +61,7 @@ def test_header_tr_in_milliseconds(tmp_path):
     f = write_bold(tmp_path / "x.nii.gz", n_vols=5, tr=None, header_tr=720.0)
     img = load_bold(f)
     img.header.set_xyzt_units("mm", "msec")
-    from brainfm_cli.data.nifti import header_tr
+    from brainfm_cli.io.nifti import header_tr
 
     assert header_tr(img) == pytest.approx(0.72)
 

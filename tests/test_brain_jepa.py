@@ -10,17 +10,34 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from brainfm_cli.engine.objective import StepInfo, param_groups
+from brainfm_cli.engine.ema import build_objective, momentum, update_teachers
+from brainfm_cli.engine.train import param_groups
 from brainfm_cli.errors import BrainfmError
-from brainfm_cli.masking.jepa import PUBLISHED, SpatiotemporalCollator
+from brainfm_cli.masking.jepa import SpatiotemporalCollator
 from brainfm_cli.models import get_card, load
-from brainfm_cli.models.brain_jepa import (PREDICTOR_RENAMES, BrainJEPA, JEPAObjective, JEPAPredictor,
-                                           authors_to_ours, read_gradients)
+from brainfm_cli.models.brain_jepa import (ENCODER_RENAMES, PREDICTOR_RENAMES, BrainJEPA, JEPAObjective,
+                                           JEPAPredictor, authors_to_ours, read_gradients,
+                                           resolve_architecture)
 from brainfm_cli.models.checkpoint import Checkpoint, check_keys, read_checkpoint, strip_prefix
+from brainfm_cli.models.objective import StepInfo
 from conftest import TINY, make_region_corpus, run_cli, seitzman_labels, write_timeseries_tsv
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 TOL = dict(atol=1e-4, rtol=0)
+# the authors' collator scales (their ukb_vitb_ep300.yaml), which are the objective's defaults
+PUBLISHED = {k: tuple(v) for k, v in JEPAObjective.defaults.items() if not k.startswith("ema")}
+
+
+def load_authors_container(objective: JEPAObjective, ckpt: Checkpoint) -> None:
+    """Start an objective from the authors' training container: encoder, predictor and target (strict)."""
+    for part, module, renames in (("encoder", objective.model, ENCODER_RENAMES),
+                                  ("target_encoder", objective.target, ENCODER_RENAMES),
+                                  ("predictor", objective.predictor, PREDICTOR_RENAMES)):
+        state = authors_to_ours(strip_prefix(ckpt.state[part], "module."), renames)
+        if module is not objective.predictor:
+            state.setdefault("gradients", module.gradients)
+        check_keys(module.state_dict(), state, ckpt.path, f"Brain-JEPA {part}")
+        module.load_state_dict(state, strict=True)
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +187,6 @@ def test_sdpa_attention_keeps_the_authors_head_order(jepa):
 
 
 def test_size_presets_and_published_parameter_counts():
-    from brainfm_cli.models.brain_jepa import SIZES, resolve_architecture
-
     card = get_card("brain-jepa-ukb")
     with torch.device("meta"):
         enc = BrainJEPA.from_card(card)
@@ -179,12 +194,13 @@ def test_size_presets_and_published_parameter_counts():
     assert sum(p.numel() for p in enc.parameters()) == 85_080_960  # the authors' trainable count
     assert enc.pos_embed.time.numel() == 1_728_000  # their frozen emb_h
     assert sum(p.numel() for p in pred.parameters()) + pred.pos_embed.time.numel() == 12_108_864
-    assert resolve_architecture({"size": "ViT-S"})["predictor_dim"] == 192
-    assert resolve_architecture({"size": "ViT-L", "depth": 2})["depth"] == 2
-    assert resolve_architecture({"size": "ViT-B"})["predictor_heads"] == 12
-    assert set(SIZES) == {"tiny", "ViT-S", "ViT-B", "ViT-L"}
-    with pytest.raises(BrainfmError, match="lacks"):
-        resolve_architecture({"size": "huge"})
+    sizes = get_card("brain-jepa")
+    assert sizes.with_size("ViT-S").architecture["predictor_dim"] == 192
+    assert sizes.with_architecture(size="ViT-L", depth=2).architecture["depth"] == 2
+    assert resolve_architecture(sizes.with_size("ViT-B").architecture)["predictor_heads"] == 12
+    assert set(sizes.sizes) == set(card.sizes) == {"tiny", "ViT-S", "ViT-B", "ViT-L"}
+    with pytest.raises(BrainfmError, match="no size 'huge'"):
+        sizes.with_size("huge")
 
 
 # --- gradients ------------------------------------------------------------------------------------------------
@@ -309,12 +325,12 @@ def test_context_encoder_and_predictor_match_the_authors_code(golden, authors_fi
     arch = dict(embed_dim=c["embed_dim"], depth=c["depth"], num_heads=c["num_heads"],
                 predictor_dim=c["pred_emb_dim"], predictor_depth=c["pred_depth"])
     model = load("brain-jepa-ukb", pretrained=False, gradients=csv, architecture=arch)
-    objective = JEPAObjective(model, {})
-    objective.load_authors(read_checkpoint(ckpt))
+    objective = build_objective(model, {})
+    load_authors_container(objective, read_checkpoint(ckpt))
     x = golden["inputs"]["x"][:, 0]
     ctx, tgt = golden["inputs"]["masks_enc"], golden["inputs"]["masks_pred"]
     with torch.inference_mode():
-        z = objective.model.forward_features(x, keep=ctx)
+        z = objective.model.forward_visible(x, keep=ctx)
         pred = objective.predict(x, ctx, tgt)
         loss = F.smooth_l1_loss(pred, objective.targets(x, tgt))
         pos = objective.model.pos_embed(model.gradients)
@@ -339,7 +355,7 @@ def _structured_batch(model, batch, seed):
 
 def test_a_few_pretraining_steps_lower_the_loss():
     model = small_model(n_regions=24)
-    objective = JEPAObjective(model, {})
+    objective = build_objective(model, {})
     opt = torch.optim.AdamW(param_groups(objective), lr=1e-3, betas=(0.9, 0.999), weight_decay=0.04)
     losses = []
     for step in range(15):
@@ -349,14 +365,14 @@ def test_a_few_pretraining_steps_lower_the_loss():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        objective.after_step(info)
+        update_teachers(objective, step, 15)
         losses.append(terms["loss"])
     assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3])
 
 
 def test_objective_recipe_ema_and_parameter_groups():
     model = small_model()
-    objective = JEPAObjective(model, {})
+    objective = build_objective(model, {})
     r = objective.recipe
     assert (r["start_lr"], r["lr"], r["min_lr"], r["weight_decay"], r["final_weight_decay"]) == \
         (5e-5, 1e-3, 1e-6, 0.04, 0.4) and r["betas"] == (0.9, 0.999) and r["warmup"] == pytest.approx(40 / 300)
@@ -366,15 +382,16 @@ def test_objective_recipe_ema_and_parameter_groups():
     assert id(objective.predictor.mask_token) in decay and id(model.blocks[0].attn.qkv.weight) in decay
     assert id(model.norm.weight) in no_decay and id(objective.predictor.proj.bias) in no_decay
     assert not ({id(p) for p in objective.target.parameters()} & (decay | no_decay))
-    assert objective.momentum(0, 100) == pytest.approx(0.996) and objective.momentum(99, 100) == 1.0
+    schedule = objective.momentum_schedule()
+    assert momentum(schedule, 0, 100) == pytest.approx(0.996) and momentum(schedule, 99, 100) == 1.0
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
     q, k0 = model.norm.weight.detach().clone(), objective.target.norm.weight.detach().clone()
-    assert objective.after_step(StepInfo(0, 100, torch.Generator()))["ema_momentum"] == pytest.approx(0.996)
+    assert update_teachers(objective, 0, 100)["ema_momentum"] == pytest.approx(0.996)
     torch.testing.assert_close(objective.target.norm.weight, 0.996 * k0 + 0.004 * q)
     before = objective.target.norm.weight.detach().clone()
-    objective.after_step(StepInfo(99, 100, torch.Generator()))
+    update_teachers(objective, 99, 100)
     torch.testing.assert_close(objective.target.norm.weight, before, atol=0, rtol=0)  # momentum 1 at the end
     assert objective.export_model() is objective.target and objective.export_model().card.name == "brain-jepa"
     with pytest.raises(BrainfmError, match="unknown Brain-JEPA objective options"):

@@ -30,7 +30,7 @@ def test_spatial_embedding_uses_each_regions_coordinates(lm):
     from brainfm_cli.atlases import load_atlas
 
     np.testing.assert_allclose(lm.coords.numpy(), load_atlas("seitzman300").region_coords(), atol=1e-4)
-    pos = lm._positions(lm.xyz_embed, 32, 10, "cpu").reshape(300, 10, 32)
+    pos = lm.positions(300 * 10)[0].reshape(300, 10, 32)
     # same region, different time: differ only by the time code; same time, different region: by xyz
     torch.testing.assert_close(pos[5, 3] - pos[5, 0], pos[9, 3] - pos[9, 0])
 
@@ -167,7 +167,7 @@ def test_vitmae_imports_hugging_face_keys_exactly(vit, tmp_path):
 
 
 def test_vitmae_pretraining_step_counts_only_hidden_data_pixels(vit):
-    from brainfm_cli.engine.objective import StepInfo
+    from brainfm_cli.models.objective import StepInfo
 
     objective = type(vit).pretraining_objective(vit, {"mask_ratio": 0.75})
     objective.train()

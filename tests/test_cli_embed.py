@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import (TINY, leftovers, make_region_corpus, run_cli, seitzman_labels, write_bold,
+from conftest import (TINY, leftovers, make_region_corpus, run_cli, run_process, seitzman_labels, write_bold,
                       write_timeseries_tsv)
 
 
@@ -47,7 +47,7 @@ def test_embed_matches_the_python_api(tmp_path, corpus, tiny_brainlm):
 
 def test_pipe_paths_in_and_rows_out_with_aggregation_and_tokens(tmp_path, corpus, tiny_brainlm):
     paths = "\n".join(str(p) for p in sorted(corpus.rglob("*_timeseries.tsv"))) + "\n"
-    out = run_cli("embed", "-", "--model", "brainlm", "--weights", tiny_brainlm, "--aggregate", "mean", input=paths)
+    out = run_process("embed", "-", "--model", "brainlm", "--weights", tiny_brainlm, "--aggregate", "mean", input=paths)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 3 and "window" not in lines[0]
@@ -154,3 +154,38 @@ def test_a_model_whose_atlas_brainfm_cannot_fetch_asks_for_it_first(tmp_path):
     bold = write_bold(tmp_path / "sub-01_task-rest_bold.nii.gz", n_vols=10)
     r = invoke("embed", bold, "--model", "semantoks-ukb")
     assert r.exit_code == 1 and "--atlas FILE.nii.gz --atlas-labels" in r.output and "ships no weights" not in r.output
+
+
+def _run_on_a_terminal(args, stdout_path):
+    """Run ``brainfm ARGS`` with standard error on a pseudo-terminal (so progress bars are live) and standard
+    output to a file; returns (exit status, what the terminal showed)."""
+    import os
+    import subprocess
+    import sys
+
+    master, slave = os.openpty()
+    with open(stdout_path, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "brainfm_cli", *map(str, args)], stdout=fh, stderr=slave,
+                                env=dict(os.environ, BRAINFM_OFFLINE="1", TERM="xterm", COLUMNS="120"))
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other side closed: the process is done with the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        code = proc.wait()
+    os.close(master)
+    return code, b"".join(chunks).decode(errors="replace")
+
+
+def test_data_goes_to_stdout_while_the_progress_bar_draws_on_a_terminal(tmp_path, corpus, tiny_brainlm):
+    code, terminal = _run_on_a_terminal(["embed", corpus, "--model", "brainlm", "--weights", tiny_brainlm, "-o", "-"],
+                                        tmp_path / "f.tsv")
+    assert code == 0, terminal
+    df = pd.read_csv(tmp_path / "f.tsv", sep="\t")
+    assert len(df) == 4 and df.filter(like="emb_").shape[1] == TINY["brainlm"]["embed_dim"]
+    assert "emb_0000" not in terminal  # no TSV was drawn on the terminal

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import AFFINE_6MM, SHAPE_6MM, invoke, leftovers, run_cli, write_bold
+from conftest import AFFINE_6MM, SHAPE_6MM, invoke, leftovers, run_cli, run_process, write_bold
 
 
 def test_help_lists_commands_and_version():
-    out = run_cli("--help")
+    out = run_process("--help")  # a real interpreter: the module entry point starts
     assert out.returncode == 0 and "parcellate" in out.stdout and "atlases" in out.stdout
     out = run_cli("--version")
     assert out.returncode == 0 and out.stdout.startswith("brainfm ")
@@ -32,7 +32,7 @@ def test_parcellate_bids_dataset(tmp_path, bids):
 
 @pytest.mark.slow
 def test_stdout_pipe_with_one_run(tmp_path, bids):
-    out = run_cli("parcellate", bids, "-o", "-", "--participant-label", "sub-01", "--atlas", "dosenbach160")
+    out = run_process("parcellate", bids, "-o", "-", "--participant-label", "sub-01", "--atlas", "dosenbach160")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 41 and len(lines[0].split("\t")) == 160
@@ -146,3 +146,4 @@ def test_existing_output_refused_without_overwrite(tmp_path, bids):
     assert f.read_bytes() == before
     assert run_cli(*args, "--overwrite", "--standardize").returncode == 0
     assert f.read_bytes() != before
+

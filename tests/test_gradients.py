@@ -12,7 +12,7 @@ from brainfm_cli.data.gradients import (
     load_gradients,
     normalized_angle_affinity,
 )
-from brainfm_cli.data.timeseries import timeseries_path, write_timeseries
+from brainfm_cli.io.timeseries import timeseries_path, write_timeseries
 from brainfm_cli.errors import BrainfmError
 
 from conftest import run_cli

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainfm_cli.data.io import atomic_group, atomic_write, read_tsv, sidecar_path, write_tsv
+from brainfm_cli.io.files import atomic_group, atomic_write, read_tsv, sidecar_path, write_tsv
 from brainfm_cli.errors import BrainfmError
 
 from conftest import leftovers, make_bids
@@ -79,7 +79,7 @@ def test_ctrl_c_during_parcellate_leaves_no_partial_file(tmp_path):
 def test_fast_gz_reader_equals_nibabel(tmp_path, dtype):
     import nibabel as nib
 
-    from brainfm_cli.data.nifti import read_data
+    from brainfm_cli.io.nifti import read_data
 
     data = (np.random.default_rng(0).random((6, 7, 8, 5)) * 1000).astype(np.float32)
     img = nib.Nifti1Image(data.astype(dtype), np.eye(4))
@@ -93,7 +93,7 @@ def test_fast_gz_reader_equals_nibabel(tmp_path, dtype):
 def test_outputs_get_the_usual_file_mode(tmp_path):
     import os
 
-    from brainfm_cli.data.io import write_json
+    from brainfm_cli.io.files import write_json
 
     write_json({"a": 1}, tmp_path / "x.json")
     mask = os.umask(0)

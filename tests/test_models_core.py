@@ -113,7 +113,7 @@ def test_hf_uri_resolves_from_a_local_cache_and_fails_clearly_offline(tmp_path, 
 
 
 def test_devices():
-    from brainfm_cli.engine.device import resolve_device, resolve_dtype
+    from brainfm_cli.device import resolve_device, resolve_dtype
 
     if not torch.cuda.is_available():
         with pytest.raises(BrainfmError, match="no CUDA GPU"):

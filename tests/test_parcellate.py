@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from brainfm_cli.atlases import load_atlas
-from brainfm_cli.data.bids import discover_bold
-from brainfm_cli.data.parcellate import CleanParams, extract_run, parcellate
-from brainfm_cli.data.timeseries import read_timeseries
+from brainfm_cli.io.bids import discover_bold
+from brainfm_cli.data.clean import CleanParams
+from brainfm_cli.data.extract import extract_run
+from brainfm_cli.tasks.parcellate import parcellate
+from brainfm_cli.io.timeseries import read_timeseries
 from brainfm_cli.errors import BrainfmError
 
 from conftest import AFFINE_6MM, SHAPE_6MM, write_bold
@@ -109,7 +111,7 @@ def test_parallel_runs_give_identical_files(tmp_path, bids):
 
 def test_adding_participants_to_existing_output_is_normal(tmp_path, bids):
     atlas = load_atlas("dosenbach160")
-    from brainfm_cli.data.bids import RunFilter
+    from brainfm_cli.io.bids import RunFilter
 
     parcellate([bids], tmp_path / "o", atlas, CleanParams(), RunFilter(participant_label=["01"]))
     parcellate([bids], tmp_path / "o", atlas, CleanParams(), RunFilter(participant_label=["02"]))

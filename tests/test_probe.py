@@ -13,7 +13,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from brainfm_cli.tasks import probe as lib
 
-from conftest import invoke, leftovers, run_cli
+from conftest import invoke, leftovers, run_cli, run_process
 
 
 def _ids(n):
@@ -342,7 +342,7 @@ def test_fc_alone_and_stdin_pipeline(tmp_path):
     assert alone.exit_code == 0, alone.output
     assert set(pd.read_csv(tmp_path / "fc_only" / "metrics.tsv", sep="\t").model) == {"fc"}
     text = (root / "emb.tsv").read_text()
-    piped = run_cli("probe", "-", "--target", "age", "--participants", root / "participants.tsv",
+    piped = run_process("probe", "-", "--target", "age", "--participants", root / "participants.tsv",
                     "-o", tmp_path / "piped", "--repeats", "1", "--permutations", "0", input=text)
     assert piped.returncode == 0, piped.stderr
     metrics = pd.read_csv(tmp_path / "piped" / "metrics.tsv", sep="\t")
@@ -473,9 +473,10 @@ def test_existing_report_refused_without_overwrite(tmp_path):
     assert (tmp_path / "out" / "metrics.tsv").read_bytes() != before
 
 
-def test_usage_errors_exit_2(tmp_path):
+def test_bad_option_values_exit_1_and_unparsable_command_lines_exit_2(tmp_path):
     res = invoke("probe", "x.tsv", "--target", "age", "--participants", "p.tsv", "-o", tmp_path, "--task", "regr")
-    assert res.exit_code == 2
+    assert res.exit_code == 1 and "--task 'regr' is not one of regression, classification" in res.stderr
+    assert invoke("probe", "x.tsv", "--target", "age", "--participants", "p.tsv", "--no-such-flag").exit_code == 2
     res = invoke("probe", "--target", "age", "--participants", tmp_path / "p.tsv", "-o", tmp_path / "o")
     assert res.exit_code == 1 and "nothing to evaluate" in res.stderr
 

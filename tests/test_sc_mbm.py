@@ -110,7 +110,7 @@ def test_masking_ratio_under_a_seed():
 
 
 def test_objective_is_seeded_by_the_step_generator_and_follows_the_recipe():
-    from brainfm_cli.engine.objective import StepInfo
+    from brainfm_cli.models.objective import StepInfo
 
     model = tiny_model(100)
     obj = type(model).pretraining_objective(model, {})
@@ -190,7 +190,7 @@ def test_authors_reconstruction_with_their_noise(tmp_path):
     tm = random_mask(2, 291, 0.75, noise=g["inputs"]["noise_ratio75"], keep_floor=True)
     assert torch.equal(tm.bool().float(), g["outputs"]["mae_mask_ratio75"])
     with torch.inference_mode():
-        pred = model.reconstruct(v, tm.keep)
+        pred = model.reconstruct(v[..., None], tm.keep)
         loss = masked_voxel_loss(pred, model.patchify(v), tm.masked, model.voxel_weights())
     torch.testing.assert_close(pred, g["outputs"]["mae_pred_ratio75"], **TOL)
     torch.testing.assert_close(loss, g["outputs"]["mae_loss_ratio75"], **TOL)
@@ -291,8 +291,8 @@ def test_roi_from_atlas_labels_is_region_major(tmp_path):
 
 
 def test_embed_a_nifti_run_inside_a_mask(tmp_path, voxel_setup):
-    from brainfm_cli.data.bids import discover_bold
-    from brainfm_cli.data.parcellate import CleanParams
+    from brainfm_cli.io.bids import discover_bold
+    from brainfm_cli.data.clean import CleanParams
     from brainfm_cli.data.preprocess import Preprocessor
     from brainfm_cli.data.voxels import RoiSpec, extract_voxel_run
     from brainfm_cli.models import load

@@ -260,9 +260,11 @@ def test_temporal_regulariser_weight_and_teacher_momentum(tiny):
     assert ttr_weight(0.0) == pytest.approx(0.5)
     assert ttr_weight(0.025) == pytest.approx(0.25)
     assert ttr_weight(0.05) == 0.0 and ttr_weight(0.7) == 0.0
-    obj = Semantoks.pretraining_objective(tiny, {})
-    assert obj.momentum(0, 100) == pytest.approx(0.99) and obj.momentum(50, 100) == pytest.approx(0.995)
-    assert obj.momentum(100, 100) == pytest.approx(1.0)
+    from brainfm_cli.engine.ema import momentum
+
+    schedule = Semantoks.pretraining_objective(tiny, {}).momentum_schedule()
+    assert momentum(schedule, 0, 100) == pytest.approx(0.99) and momentum(schedule, 50, 100) == pytest.approx(0.995)
+    assert momentum(schedule, 100, 100) == pytest.approx(1.0)
 
 
 # --- masking, crops, augmentation ---------------------------------------------------------------------------
@@ -313,11 +315,12 @@ def test_two_crops_and_augmentations_follow_the_generator():
 # --- training step ------------------------------------------------------------------------------------------
 
 def test_a_training_step_logs_every_term_and_moves_the_teacher():
-    from brainfm_cli.engine.objective import StepInfo
+    from brainfm_cli.engine.ema import build_objective, update_teachers
+    from brainfm_cli.models.objective import StepInfo
 
     torch.manual_seed(0)
     model = load("semantoks", pretrained=False, architecture=TINY["semantoks"]).train()
-    obj = Semantoks.pretraining_objective(model, {"masking_frequency": 1.0})
+    obj = build_objective(model, {"masking_frequency": 1.0})
     assert obj.sample_length == 180 and obj.export_model() is obj.teacher
     x, valid = torch.randn(2, 300, 180), torch.tensor([180, 90])
     loss, terms = obj(x, valid, StepInfo(0, 100, torch.Generator().manual_seed(3)))
@@ -335,7 +338,7 @@ def test_a_training_step_logs_every_term_and_moves_the_teacher():
         for p in model.parameters():
             p.add_(0.01)
     before = obj.teacher.norm.weight.clone()
-    assert obj.after_step(StepInfo(0, 100, torch.Generator()))["ema_momentum"] == pytest.approx(0.99)
+    assert update_teachers(obj, 0, 100)["ema_momentum"] == pytest.approx(0.99)
     torch.testing.assert_close(obj.teacher.norm.weight, 0.99 * before + 0.01 * model.norm.weight)
     late, terms = obj(x, valid, StepInfo(90, 100, torch.Generator().manual_seed(4)))
     assert terms["ttr_weight"] == 0.0 and terms["ttr_loss"] == 0.0

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from brainfm_cli.models import load, registered_cards
-from brainfm_cli.models.checkpoint import sha256sum
+from brainfm_cli.io.provenance import sha256sum
 
 SHIPPED = [c for c in registered_cards().values() if c.weights.get("file")]
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from brainfm_cli.atlases import load_atlas
-from brainfm_cli.data.timeseries import discover_timeseries, read_timeseries
-from brainfm_cli.simulate import SimulationConfig, simulate_dataset
-from brainfm_cli.simulate.connectome import same_network
-from brainfm_cli.simulate.dynamics import Hemodynamics
+from brainfm_cli.io.timeseries import discover_timeseries, read_timeseries
+from brainfm_cli.tasks.simulate import SimulationConfig, simulate_dataset
+from brainfm_cli.tasks.simulate.connectome import same_network
+from brainfm_cli.tasks.simulate.dynamics import Hemodynamics
 
 from conftest import AFFINE_6MM, SHAPE_6MM, invoke, leftovers, run_cli
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from brainfm_cli.atlases.base import Atlas
 from brainfm_cli.atlases.networks import transfer_networks
 from brainfm_cli.errors import BrainfmError
+from brainfm_cli.io.nifti import is_nifti
 
 DEFAULT_ATLAS = "seitzman300"
 
@@ -19,7 +20,7 @@ __all__ = ["Atlas", "DEFAULT_ATLAS", "load_atlas", "list_atlases", "transfer_net
 
 def _is_path(name: str) -> bool:
     """An atlas image file (a folder that happens to share an atlas's name is not one)."""
-    return name.endswith((".nii", ".nii.gz")) or "/" in name or Path(name).is_file()
+    return is_nifti(name) or "/" in name or Path(name).is_file()
 
 
 def load_atlas(name: str | Path = DEFAULT_ATLAS, labels: str | Path | None = None,

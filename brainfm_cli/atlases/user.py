@@ -14,8 +14,8 @@ LABELS_FIX = "give a TSV with columns index, name and optionally network, x, y, 
 
 def load_user_atlas(image_path: str | Path, labels_path: str | Path | None) -> Atlas:
     """Read ``--atlas FILE.nii.gz --atlas-labels FILE.tsv`` into an ``Atlas``."""
-    from brainfm_cli.data.io import read_tsv
-    from brainfm_cli.data.nifti import load_image
+    from brainfm_cli.io.files import read_tsv
+    from brainfm_cli.io.nifti import load_image
 
     image_path = Path(image_path)
     img = load_image(image_path, what="atlas image")

@@ -1,45 +1,76 @@
-"""Turn library errors into one clear line on standard error and exit status 1 (data contracts §5)."""
+"""The one error path of every command: library errors become ``error: … / fix: …`` on standard error.
+
+Exit status: 0 success; 1 any input, option value or run that brainfm rejects (``BrainfmError``, and the
+``ValueError``/``KeyError``/``TypeError`` raised by brainfm's own checks); 2 a command line that does not parse
+(the parser's usage errors: unknown option, missing argument); 130 interrupted (Ctrl-C), outputs left untouched.
+"""
 
 from __future__ import annotations
 
-import functools
-import logging
 import sys
+from pathlib import Path
 
 import typer
-from rich.console import Console
+from typer.core import TyperGroup
 
+from brainfm_cli.cli._output import setup_logging, stderr
 from brainfm_cli.errors import BrainfmError
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+PACKAGE = Path(__file__).resolve().parent.parent
+_ARGV: list[str] = []  # the arguments of the running command, for outputs that record their command line
 
 
-def setup_logging(verbose: int = 0) -> None:
-    """Send brainfm's log records (warnings by default) to standard error through rich."""
-    from rich.logging import RichHandler
+def command_line() -> str:
+    """The running command as a shell would take it (``brainfm probe … --target age``)."""
+    import shlex
 
-    logger = logging.getLogger("brainfm")
-    logger.handlers[:] = [RichHandler(console=stderr, show_time=False, show_path=False, markup=False)]
-    logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    logger.propagate = False
+    return shlex.join(["brainfm", *_ARGV])
 
 
-def handle_errors(command):
-    """Decorate a typer command so a ``BrainfmError`` prints its message and exits with status 1."""
+def raised_by_brainfm(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is brainfm's code (its own check, not a library's)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE)
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+
+def report(exc: BaseException) -> None:
+    """Print an error the way every command does."""
+    from rich.markup import escape
+
+    if isinstance(exc, BrainfmError):
+        text = str(exc)
+    else:
+        text = f"{exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}\n  fix: check the options and " \
+               "inputs of this command (see its --help)"
+    stderr.print(f"[bold red]error:[/] {escape(text)}")
+
+
+class BrainfmGroup(TyperGroup):
+    """The root command group: sets up logging once and maps every command's exceptions to exit codes."""
+
+    def main(self, args=None, *rest, **kwargs):
+        _ARGV[:] = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        return super().main(args, *rest, **kwargs)
+
+    def invoke(self, ctx: typer.Context):
         setup_logging()
         try:
-            return command(*args, **kwargs)
+            return super().invoke(ctx)
         except BrainfmError as exc:
-            stderr.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            report(exc)
+            raise typer.Exit(1) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            if not raised_by_brainfm(exc):
+                raise
+            report(exc)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             stderr.print("interrupted: no partial output was left behind")
             raise typer.Exit(130) from None
-        except BrokenPipeError:
+        except BrokenPipeError:  # the reader of our standard output went away (`| head`)
             sys.stderr.close()
             raise typer.Exit(1) from None
-
-    return wrapper

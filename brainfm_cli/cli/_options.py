@@ -57,3 +57,14 @@ LowPass = Annotated[Optional[float], typer.Option("--low-pass", help="Low-pass c
 Detrend = Annotated[bool, typer.Option("--detrend", help="Remove linear trends.")]
 DummyScans = Annotated[Optional[int], typer.Option(
     "--dummy-scans", help="Initial volumes to drop (default: fMRIPrep's non-steady-state count, else 0).")]
+
+
+def roi_spec(mask=None, atlas: str | None = None, labels: str | None = None, atlas_labels=None):
+    """The ``data.voxels.RoiSpec`` that ``--roi-mask``, or ``--roi-atlas`` with ``--roi-labels``, describe."""
+    if mask is None and atlas is None and not labels:
+        return None
+    from brainfm_cli.data.voxels import RoiSpec
+
+    names = tuple(x.strip() for x in (labels or "").split(",") if x.strip())
+    return RoiSpec(mask=None if mask is None else str(mask), atlas=atlas, labels=names,
+                   atlas_labels=None if atlas_labels is None or atlas is None else str(atlas_labels))

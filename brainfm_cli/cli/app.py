@@ -1,4 +1,4 @@
-"""The ``brainfm`` command: registers each subcommand (thin modules that parse, validate and call)."""
+"""The ``brainfm`` command: registers each subcommand (thin modules that parse, validate and call one task)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Annotated, Optional
 import typer
 
 from brainfm_cli import __version__
-from brainfm_cli.cli import atlases, embed, gradients, models, parcellate, pretrain, probe, simulate
-from brainfm_cli.cli import voxels
+from brainfm_cli.cli import atlases, embed, gradients, models, parcellate, pretrain, probe, simulate, voxels
+from brainfm_cli.cli._errors import BrainfmGroup
 
 app = typer.Typer(
     name="brainfm",
+    cls=BrainfmGroup,
     help="Brain-dynamics foundation models for your own fMRI.",
     no_args_is_help=True,
     add_completion=False,

@@ -6,10 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from brainfm_cli.cli._errors import handle_errors, stderr
+from brainfm_cli.cli._output import stderr
 
 
-@handle_errors
 def atlases(
     fetch: Annotated[Optional[str], typer.Option(
         "--fetch", help="Download a nilearn-fetchable atlas (e.g. schaefer400-7) into the brainfm data folder.")] = None,
@@ -27,7 +26,7 @@ def atlases(
     if tsv:
         import pandas as pd
 
-        from brainfm_cli.data.io import write_tsv
+        from brainfm_cli.io.files import write_tsv
 
         write_tsv(pd.DataFrame(rows), "-")
         return

@@ -8,10 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from brainfm_cli.cli import _options as o
-from brainfm_cli.cli._errors import handle_errors, stderr
+from brainfm_cli.cli._output import progress, stderr
 
 
-@handle_errors
 def embed(
     inputs: Annotated[list[str], typer.Argument(
         help="Region time-series TSVs or folders (parcellate output), NIfTI runs / BIDS / fMRIPrep folders "
@@ -58,28 +57,19 @@ def embed(
     quiet: o.Quiet = False,
 ) -> None:
     """Embed runs with a pretrained model into a TSV of embeddings."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from brainfm_cli.data.bids import RunFilter
-    from brainfm_cli.data.voxels import roi_from_options
+    from brainfm_cli.io.bids import RunFilter
     from brainfm_cli.tasks.embed import EmbedOptions, embed as run_embed
 
-    space_args = {}
-    if coords is not None:
-        space_args["coords"] = coords
-    if gradients is not None:
-        space_args["gradients"] = gradients
-    opts = EmbedOptions(pooling=pooling, window=window, stride=stride, aggregate=aggregate, batch_size=batch_size,
-                        missing=missing_regions, device=device, dtype=dtype, tr=tr, seed=seed,
-                        average_window=average_window)
-    roi = roi_from_options(roi_mask, roi_atlas, roi_labels, atlas_labels)
-    with Progress(TextColumn("embed"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr,
-                  disable=quiet, transient=True) as bar:
-        task_id = bar.add_task("runs", total=None)
-        sidecar = run_embed(inputs, output, model, weights, opts, RunFilter(participant_label, session, task, run),
-                            space, atlas, str(atlas_labels) if atlas_labels else None, confounds, space_args, overwrite,
-                            on_run=lambda: bar.advance(task_id),
-                            on_start=lambda n: bar.update(task_id, total=n), roi=roi)
+    space_args = {k: v for k, v in (("coords", coords), ("gradients", gradients)) if v is not None}
+    opts = EmbedOptions(model=model, weights=weights, pooling=pooling, window=window, stride=stride,
+                        aggregate=aggregate, batch_size=batch_size, missing=missing_regions, device=device,
+                        dtype=dtype, tr=tr, seed=seed, average_window=average_window,
+                        filters=RunFilter(participant_label, session, task, run), space=space, atlas=atlas,
+                        atlas_labels=str(atlas_labels) if atlas_labels else None, confounds=confounds,
+                        space_args=space_args, roi=o.roi_spec(roi_mask, roi_atlas, roi_labels, atlas_labels),
+                        overwrite=overwrite)
+    with progress("embed", quiet) as bar:
+        sidecar = run_embed(inputs, output, opts, on_run=bar.advance, on_start=bar.total)
     if output != "-":
         stderr.print(f"wrote {sidecar.get('Rows', 0)} embedding row(s) from {sidecar['Runs']} run(s) "
                      f"({sidecar['Model']}, pooling {sidecar['Pooling']}) to {output}")

@@ -7,10 +7,9 @@ from typing import Annotated
 import typer
 
 from brainfm_cli.cli import _options as o
-from brainfm_cli.cli._errors import handle_errors, stderr
+from brainfm_cli.cli._output import stderr
 
 
-@handle_errors
 def gradients(
     corpus: Annotated[list[str], typer.Argument(help="Region time-series TSVs or folders of them (parcellate output).")],
     output: Annotated[str, typer.Option("-o", "--output", help="Output TSV (regions × components), or '-'.")],
@@ -24,7 +23,7 @@ def gradients(
     overwrite: o.Overwrite = False,
 ) -> None:
     """Compute functional gradients (group FC → diffusion map) for any atlas."""
-    from brainfm_cli.data.bids import RunFilter
+    from brainfm_cli.io.bids import RunFilter
     from brainfm_cli.tasks.gradients import gradients_from_corpus
 
     path = gradients_from_corpus(corpus, output, n_components=n_components, sparsity=sparsity, alpha=alpha,

@@ -6,14 +6,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from brainfm_cli.cli._errors import handle_errors
+from brainfm_cli.cli._output import stderr
 
 app = typer.Typer(help="List registered models, or show one model card.", no_args_is_help=False,
                   invoke_without_command=True, add_completion=False)
 
 
 @app.callback(invoke_without_command=True)
-@handle_errors
 def models(
     ctx: typer.Context,
     tsv: Annotated[bool, typer.Option("--tsv", help="Print the list as TSV on standard output.")] = False,
@@ -27,7 +26,7 @@ def models(
     if tsv:
         import pandas as pd
 
-        from brainfm_cli.data.io import write_tsv
+        from brainfm_cli.io.files import write_tsv
 
         write_tsv(pd.DataFrame(rows), "-")
         return
@@ -44,7 +43,6 @@ def models(
 
 
 @app.command("show")
-@handle_errors
 def show(name: Annotated[str, typer.Argument(help="Model name or card YAML.")],
          json_out: Annotated[Optional[bool], typer.Option("--json", help="Print the card as JSON.")] = False) -> None:
     """Print a model card."""

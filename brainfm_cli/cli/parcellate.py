@@ -8,10 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from brainfm_cli.cli import _options as o
-from brainfm_cli.cli._errors import handle_errors, stderr
+from brainfm_cli.cli._output import progress, stderr
 
 
-@handle_errors
 def parcellate(
     inputs: Annotated[list[str], typer.Argument(help="NIfTI runs, a BIDS dataset or an fMRIPrep derivatives folder.")],
     output: Annotated[str, typer.Option("-o", "--output", help="Output derivatives folder, or '-' for one run to stdout.")],
@@ -40,12 +39,13 @@ def parcellate(
 ) -> None:
     """Parcellate BOLD runs into region time series with an atlas, confounds and filters applied."""
     from brainfm_cli.atlases import load_atlas
-    from brainfm_cli.data import parcellate as lib
-    from brainfm_cli.data.bids import RunFilter
-    from brainfm_cli.data.io import write_tsv
+    from brainfm_cli.data.clean import CleanParams
+    from brainfm_cli.io.bids import RunFilter
+    from brainfm_cli.io.files import write_tsv
+    from brainfm_cli.tasks import parcellate as lib
 
     atlas_obj = load_atlas(atlas, atlas_labels, transfer=transfer_networks)
-    params = lib.CleanParams(confounds=confounds, high_pass=high_pass, low_pass=low_pass, detrend=detrend,
+    params = CleanParams(confounds=confounds, high_pass=high_pass, low_pass=low_pass, detrend=detrend,
                              standardize=standardize, smoothing_fwhm=smoothing_fwhm, dummy_scans=dummy_scans,
                              min_coverage=min_coverage, tr=tr)
     filters = RunFilter(participant_label, session, task, run)
@@ -53,12 +53,8 @@ def parcellate(
         ts = lib.parcellate_to_stdout(inputs, atlas_obj, params, filters, space)
         write_tsv(ts.data, "-")
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("parcellate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr, disable=quiet, transient=True) as bar:
-        task_id = bar.add_task("runs", total=None)
+    with progress("parcellate", quiet) as bar:
         written = lib.parcellate(inputs, Path(output), atlas_obj, params, filters, space, n_jobs, overwrite,
-                                 on_done=lambda _p: bar.advance(task_id))
+                                 on_start=bar.total, on_done=bar.advance)
     stderr.print(f"wrote {len(written)} region time series ({atlas_obj.name}, {atlas_obj.n_regions} regions) "
                  f"to {output}")

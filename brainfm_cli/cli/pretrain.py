@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from brainfm_cli.cli import _options as o
-from brainfm_cli.cli._errors import handle_errors, stderr
+from brainfm_cli.cli._output import progress, stderr
 
 
 def _pairs(items: list[str] | None, flag: str) -> dict:
@@ -26,13 +26,15 @@ def _pairs(items: list[str] | None, flag: str) -> dict:
     return out
 
 
-@handle_errors
 def pretrain(
     corpus: Annotated[list[str], typer.Argument(help="Region time-series TSVs or folders (parcellate output).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Model to train (see 'brainfm models').")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Run folder: config, metrics, checkpoints, model.")],
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="YAML with any TrainConfig field (flags given on the command line win).")] = None,
+    size: Annotated[Optional[str], typer.Option(
+        "--size", help="A named size of the model's card (e.g. tiny, small; 'brainfm models show NAME' lists "
+                       "them).")] = None,
     arch: Annotated[Optional[list[str]], typer.Option(
         "--arch", help="Architecture override key=value (e.g. depth=2); repeatable.")] = None,
     objective: Annotated[Optional[list[str]], typer.Option(
@@ -55,34 +57,18 @@ def pretrain(
     quiet: o.Quiet = False,
 ) -> None:
     """Pretrain a model self-supervised on your own corpus; resumable, and DDP under torchrun."""
-    import yaml
+    from brainfm_cli.tasks.pretrain import build_config, pretrain as run
 
-    from brainfm_cli.engine.train import Trainer, TrainConfig
-    from brainfm_cli.errors import BrainfmError
-
-    values: dict = {}
-    if config is not None:
-        try:
-            values = yaml.safe_load(config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise BrainfmError(f"cannot read the configuration ({exc})", path=config, fix="give a YAML mapping") from None
-    flags = dict(model=model, corpus=tuple(corpus), output=str(output), epochs=epochs, batch_size=batch_size,
-                 accumulation=accumulation, crops_per_run=crops_per_run, lr=lr, max_steps=max_steps, checkpoint_every=checkpoint_every,
-                 device=device, dtype=dtype, missing=missing_regions, tr=tr, seed=seed)
-    values.update({k: v for k, v in flags.items() if v is not None})
-    values["architecture"] = {**values.get("architecture", {}), **_pairs(arch, "--arch")}
-    values["objective"] = {**values.get("objective", {}), **_pairs(objective, "--objective")}
-    cfg = TrainConfig.from_dict(values)
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                  TimeElapsedColumn(), console=stderr, disable=quiet, transient=True) as bar:
-        task_id = bar.add_task("", total=None)
+    flags = dict(model=model, corpus=tuple(corpus), output=str(output), size=size, epochs=epochs,
+                 batch_size=batch_size, accumulation=accumulation, crops_per_run=crops_per_run, lr=lr,
+                 max_steps=max_steps, checkpoint_every=checkpoint_every, device=device, dtype=dtype,
+                 missing=missing_regions, tr=tr, seed=seed)
+    cfg = build_config(config, flags, _pairs(arch, "--arch"), _pairs(objective, "--objective"))
+    with progress("pretrain", quiet, status="loading the corpus …") as bar:
 
         def on_step(step, total, logs):
-            bar.update(task_id, completed=step, total=total, description=f"loss {logs.get('loss', float('nan')):.4f}")
+            bar.update(step, total, f"loss {logs.get('loss', float('nan')):.4f}")
 
-        path = Trainer(cfg, on_step=on_step).run(resume=resume)
+        path = run(cfg, resume, on_step)
     stderr.print(f"model written to {path} (card: {path.parent / 'model.yaml'}; embed with --model "
                  f"{path.parent / 'model.yaml'})")

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from brainfm_cli.cli import _options as o
-from brainfm_cli.cli._errors import handle_errors, stderr
+from brainfm_cli.cli._errors import command_line
+from brainfm_cli.cli._output import progress, stderr
 
 
-def _choice(allowed: tuple[str, ...]):
-    def check(value: Optional[str]) -> Optional[str]:
-        if value is not None and value not in allowed:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
-        return value
-    return check
-
-
-@handle_errors
 def probe(
     target: Annotated[str, typer.Option("--target", help="participants.tsv column to predict.")],
     participants: Annotated[Path, typer.Option(
@@ -31,18 +21,16 @@ def probe(
         help="Embedding TSVs from 'brainfm embed' ('-' reads standard input). Omit them to evaluate the FC "
              "baseline of --timeseries alone.")] = None,
     task: Annotated[Optional[str], typer.Option(
-        "--task", help="regression or classification (default: inferred from the column).",
-        callback=_choice(("regression", "classification")))] = None,
+        "--task", help="regression or classification (default: inferred from the column).")] = None,
     baseline: Annotated[Optional[str], typer.Option(
-        "--baseline", help="fc (needs --timeseries; the default when it is given) or none.",
-        callback=_choice(("fc", "none")))] = None,
+        "--baseline", help="fc (needs --timeseries; the default when it is given) or none.")] = None,
     timeseries: Annotated[Optional[list[str]], typer.Option(
         "--timeseries", help="Region time series the embeddings came from ('brainfm parcellate' output): "
                              "the FC baseline. Repeatable.")] = None,
-    folds: Annotated[int, typer.Option("--folds", min=2, help="Outer folds.")] = 5,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of the grouped CV (fresh shuffles).")] = 10,
+    folds: Annotated[int, typer.Option("--folds", help="Outer folds.")] = 5,
+    repeats: Annotated[int, typer.Option("--repeats", help="Repeats of the grouped CV (fresh shuffles).")] = 10,
     permutations: Annotated[int, typer.Option(
-        "--permutations", min=0, help="Target permutations for the p-value (0: none).")] = 100,
+        "--permutations", help="Target permutations for the p-value (0: none).")] = 100,
     group_by: Annotated[Optional[str], typer.Option(
         "--group-by", help="participants.tsv column (e.g. site) whose groups never straddle a split.")] = None,
     confounds: Annotated[Optional[str], typer.Option(
@@ -50,10 +38,9 @@ def probe(
                             "training fold (e.g. age,sex,site).")] = None,
     aggregate: Annotated[str, typer.Option(
         "--aggregate", help="mean: average a participant's rows before fitting; none: fit on rows, average "
-                            "predictions per participant.", callback=_choice(("mean", "none")))] = "mean",
+                            "predictions per participant.")] = "mean",
     head: Annotated[str, typer.Option(
-        "--head", help="linear (ridge / logistic) or mlp (scikit-learn, one hidden layer).",
-        callback=_choice(("linear", "mlp")))] = "linear",
+        "--head", help="linear (ridge / logistic) or mlp (scikit-learn, one hidden layer).")] = "linear",
     seed: o.Seed = 0,
     n_jobs: Annotated[int, typer.Option("--n-jobs", "-j", help="Parallel workers over folds (-1: all cores); "
                                                               "the results do not depend on it.")] = 1,
@@ -61,20 +48,15 @@ def probe(
     quiet: o.Quiet = False,
 ) -> None:
     """Predict a phenotype from embeddings with grouped, nested CV, next to the functional-connectivity baseline."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from brainfm_cli.tasks.probe import ProbeOptions, probe as run
 
-    from brainfm_cli.tasks.probe import probe as run
-
-    command = shlex.join(["brainfm", *sys.argv[1:]])
-    with Progress(TextColumn("probe"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr, disable=quiet, transient=True) as bar:
-        task_id = bar.add_task("folds", total=None)
-        result = run(embeddings or [], participants, target, output, task=task, baseline=baseline,
-                     timeseries=timeseries, folds=folds, repeats=repeats, permutations=permutations,
-                     group_by=group_by, confounds=[c.strip() for c in confounds.split(",") if c.strip()]
-                     if confounds else [], aggregate=aggregate, head=head, seed=seed, n_jobs=n_jobs,
-                     overwrite=overwrite, command=command,
-                     progress=lambda done, total: bar.update(task_id, completed=done, total=total))
+    options = ProbeOptions(task=task, baseline=baseline, timeseries=tuple(timeseries or ()), folds=folds,
+                           repeats=repeats, permutations=permutations, group_by=group_by,
+                           confounds=tuple(c.strip() for c in (confounds or "").split(",") if c.strip()),
+                           aggregate=aggregate, head=head, seed=seed, n_jobs=n_jobs, overwrite=overwrite,
+                           command=command_line())
+    with progress("probe", quiet) as bar:
+        result = run(embeddings or [], participants, target, output, options, progress=bar.update)
     _print_summary(result, output)
 
 

@@ -7,10 +7,9 @@ from typing import Annotated
 import typer
 
 from brainfm_cli.cli import _options as o
-from brainfm_cli.cli._errors import handle_errors, stderr
+from brainfm_cli.cli._output import progress, stderr
 
 
-@handle_errors
 def simulate(
     output: Annotated[str, typer.Option("-o", "--output", help="Folder for the BIDS dataset (created).")],
     atlas: o.AtlasOpt = "seitzman300",
@@ -37,20 +36,14 @@ def simulate(
 ) -> None:
     """Simulate BOLD with known coupling, phenotype effects and stimulation responses, as a BIDS dataset."""
     from brainfm_cli.atlases import load_atlas
-    from brainfm_cli.simulate import SimulationConfig, simulate_dataset
+    from brainfm_cli.tasks.simulate import SimulationConfig, simulate_dataset
 
     cfg = SimulationConfig(participants=participants, sessions=sessions, runs=runs, duration=duration, tr=tr,
                            space=space, voxel_size=voxel_size, seed=seed, model=model, task=task, dt=dt, noise=noise)
     cfg.validate()
     atlas_obj = load_atlas(atlas, atlas_labels, transfer=transfer_networks)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    total = participants * sessions * runs
-    with Progress(TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr, disable=quiet, transient=True) as bar:
-        task_id = bar.add_task("runs", total=total)
-        result = simulate_dataset(output, atlas_obj, cfg, overwrite=overwrite,
-                                  on_run=lambda _e: bar.advance(task_id))
+    with progress("simulate", quiet, total=participants * sessions * runs) as bar:
+        result = simulate_dataset(output, atlas_obj, cfg, overwrite=overwrite, on_run=bar.advance)
     stderr.print(f"wrote {result.n_runs} simulated run(s) ({atlas_obj.name}, {atlas_obj.n_regions} regions, "
                  f"{cfg.space}) to {output}; ground truth in {output}/derivatives/simulation "
                  f"(dynamics {result.seconds_dynamics:.1f} s, writing {result.seconds_writing:.1f} s, "

@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 
 from brainfm_cli.cli import _options as o
-from brainfm_cli.cli._errors import handle_errors, stderr
+from brainfm_cli.cli._output import progress, stderr
 
 
-@handle_errors
 def voxels(
     inputs: Annotated[list[str], typer.Argument(help="NIfTI runs, a BIDS dataset or an fMRIPrep derivatives folder.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output derivatives folder.")],
@@ -34,23 +33,19 @@ def voxels(
     quiet: o.Quiet = False,
 ) -> None:
     """Extract the voxels inside an ROI mask (or atlas regions) as time series, plus the voxel list."""
-    from brainfm_cli.data.bids import RunFilter
-    from brainfm_cli.data.parcellate import CleanParams
-    from brainfm_cli.data.voxels import roi_from_options, write_voxel_runs
+    from brainfm_cli.data.clean import CleanParams
     from brainfm_cli.errors import BrainfmError
+    from brainfm_cli.io.bids import RunFilter
+    from brainfm_cli.tasks.voxels import write_voxel_runs
 
-    roi = roi_from_options(roi_mask, roi_atlas, roi_labels, atlas_labels)
+    roi = o.roi_spec(roi_mask, roi_atlas, roi_labels, atlas_labels)
     if roi is None:
         raise BrainfmError("no region of interest given", fix="pass --roi-mask FILE.nii.gz, or --roi-atlas NAME "
                            "--roi-labels LABEL,…")
     params = CleanParams(confounds=confounds, high_pass=high_pass, low_pass=low_pass, detrend=detrend,
                          dummy_scans=dummy_scans, tr=tr)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("voxels"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr, disable=quiet, transient=True) as bar:
-        task_id = bar.add_task("runs", total=None)
+    with progress("voxels", quiet) as bar:
         written = write_voxel_runs(inputs, output, roi, params, RunFilter(participant_label, session, task, run),
-                                   space, overwrite, on_done=lambda _p: bar.advance(task_id))
+                                   space, overwrite, on_start=bar.total, on_done=bar.advance)
     stderr.print(f"wrote {len(written)} voxel time series to {output} (voxel list: {output / 'voxels.tsv'}; "
                  f"pretrain with --arch voxels={output / 'voxels.tsv'})")

@@ -1,8 +1,9 @@
-"""A pretraining corpus: every run of a set of region time series, model-ready, with random crops.
+"""Corpora of region time series: every run of a set of TSVs over the same regions, as read (``read_corpus``), or
+checked against a model's input space and prepared for it (``check_regions``, ``load_corpus``).
 
-Runs are read once, checked against the model's input space and prepared (resampled, filtered, normalised)
-by the same :class:`Preprocessor` as ``embed``; batches are random crops drawn from a seeded generator, so a
-resumed or distributed run sees exactly the data it would have seen.
+A pretraining corpus is prepared (resampled, filtered, normalised) by the same :class:`Preprocessor` as
+``embed``; batches are random crops drawn from a seeded generator, so a resumed or distributed run sees exactly
+the data it would have seen.
 """
 
 from __future__ import annotations
@@ -12,12 +13,59 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from brainfm_cli.data.bids import RunFilter
+from brainfm_cli.atlases import load_atlas
 from brainfm_cli.data.preprocess import Preprocessor
+from brainfm_cli.data.voxels import check_voxel_set
 from brainfm_cli.errors import BrainfmError
+from brainfm_cli.io.bids import RunFilter
+from brainfm_cli.io.timeseries import RegionTimeseries, discover_timeseries, read_timeseries
 
-log = logging.getLogger("brainfm.pretrain")
+log = logging.getLogger("brainfm.data")
+
+
+def check_same_regions(columns: list[str], first: list[str], path, first_path) -> None:
+    """Every run of a corpus has the first run's regions, in the same order."""
+    if list(columns) != list(first):
+        raise BrainfmError(f"regions differ from the corpus's first file ({Path(first_path).name})", path=path,
+                           fix="use runs parcellated with one atlas")
+
+
+def read_corpus(inputs, filters: RunFilter | None = None) -> tuple[list[np.ndarray], list[str], list[str], list[Path]]:
+    """Every run of a corpus as arrays over the same regions: (runs, participant ids, region names, files)."""
+    files = discover_timeseries(inputs, filters)
+    runs, subs, regions = [], [], None
+    for f in files:
+        ts = read_timeseries(f)
+        if regions is None:
+            regions = list(ts.data.columns)
+        check_same_regions(list(ts.data.columns), regions, f, files[0])
+        runs.append(ts.data.to_numpy())
+        subs.append(ts.participant_id)
+    return runs, subs, regions, files
+
+
+def check_regions(ts: RegionTimeseries, card, expected: list[str] | None, source) -> pd.DataFrame:
+    """The run's columns must be the model's regions: same count, and same names where the atlas is known."""
+    cols = list(ts.data.columns)
+    space = card.input
+    if space.voxels and space.voxels.get("sha256"):
+        check_voxel_set(space.voxels, cols, card.name, source)
+        return ts.data
+    if len(cols) != space.n_regions:
+        where = space.atlas or space.atlas_description
+        raise BrainfmError(f"{len(cols)} regions, but {card.name} needs {space.n_regions} ({where})", path=source,
+                           fix="parcellate with the model's atlas" + (f": brainfm parcellate … --atlas {space.atlas}"
+                                                                       if space.atlas else f" ({where})"))
+    if expected is None or cols == expected:
+        return ts.data
+    if set(cols) == set(expected):
+        log.warning("%s: regions are in another order than %s's atlas; re-ordered", Path(source).name, card.name)
+        return ts.data[expected]
+    diff = [c for c in cols if c not in set(expected)][:4]
+    raise BrainfmError(f"region names differ from {card.name}'s atlas {space.atlas} (e.g. {diff})", path=source,
+                       fix=f"parcellate with --atlas {space.atlas}")
 
 
 @dataclass
@@ -51,10 +99,6 @@ class Corpus:
 def load_corpus(inputs: list[str], card, length: int | None = None, filters: RunFilter | None = None,
                 tr: float | None = None, missing: str = "error") -> Corpus:
     """Read and prepare every run of the corpus for ``card``'s input space."""
-    from brainfm_cli.atlases import load_atlas
-    from brainfm_cli.data.timeseries import discover_timeseries, read_timeseries
-    from brainfm_cli.tasks.embed import check_regions
-
     prep = Preprocessor.from_space(card.input, missing=missing)
     length = length or card.input.seq_len
     expected = list(load_atlas(card.input.atlas).labels) if card.input.atlas else None

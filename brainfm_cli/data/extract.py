@@ -9,13 +9,21 @@ voxels the atlas touches and a matrix product, with no per-run resampling.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from brainfm_cli.atlases.base import Atlas
+from brainfm_cli.data.clean import CleanParams, clean_signals, cleaning_sidecar, plan_run, read_run
+from brainfm_cli.errors import BrainfmError
+from brainfm_cli.io.bids import BoldRun
+from brainfm_cli.io.timeseries import RegionTimeseries
+
+log = logging.getLogger("brainfm.parcellate")
 
 
 @dataclass
@@ -101,7 +109,8 @@ def _from_membership(rows, flat, values, n_regions, expected, shape) -> RegionWe
                          expected=np.asarray(expected, dtype=float), shape=shape)
 
 
-def _resample(img, shape, affine, interpolation):
+def resample_image(img, shape, affine, interpolation: str):
+    """The image's data on the grid ``shape``/``affine`` (nilearn's ``resample_img``; as is when already there)."""
     from nilearn.image import resample_img
 
     if img.shape[:3] == tuple(shape) and np.allclose(img.affine, affine):
@@ -122,7 +131,7 @@ def _voxel_volume(affine) -> float:
 def _label_weights(atlas: Atlas, shape, affine) -> RegionWeights:
     """Label atlas resampled to the image grid by nearest neighbour, as nilearn's labels masker does."""
     native = np.asanyarray(atlas.image.dataobj).astype(np.int64)
-    labels = _resample(atlas.image, shape, affine, "nearest").astype(np.int64).reshape(-1, order="F")
+    labels = resample_image(atlas.image, shape, affine, "nearest").astype(np.int64).reshape(-1, order="F")
     index_of = {v: i for i, v in enumerate(atlas.indices)}
     lut = np.full(max(max(atlas.indices), int(labels.max()), int(native.max())) + 1, -1)
     for v, i in index_of.items():
@@ -137,7 +146,7 @@ def _label_weights(atlas: Atlas, shape, affine) -> RegionWeights:
 
 def _map_weights(atlas: Atlas, shape, affine) -> RegionWeights:
     """Probabilistic maps resampled to the grid; signals are their least-squares fit (nilearn's maps masker)."""
-    maps = _resample(atlas.image, shape, affine, "continuous").astype(np.float64)
+    maps = resample_image(atlas.image, shape, affine, "continuous").astype(np.float64)
     n = maps.shape[3]
     maps = maps.reshape(-1, n, order="F")
     flat = np.nonzero((maps != 0).any(axis=1))[0]
@@ -187,3 +196,61 @@ def extract(data: np.ndarray, weights: RegionWeights) -> Extraction:
         part = x[t0:t0 + CHUNK].astype(np.float64)
         signals[t0:t0 + CHUNK] = np.asarray(weights.matrix @ part.T).T
     return Extraction(signals=signals, coverage=coverage, n_nonfinite=n_bad)
+
+
+MOST_OF_ATLAS = 0.5  # below this fraction of covered regions the image does not match the atlas
+
+
+def extract_run(run: BoldRun, atlas: Atlas, params: CleanParams, weights: RegionWeights | None = None
+                ) -> RegionTimeseries:
+    """One run → region time series (time × regions; regions below ``min_coverage`` all-NaN) + sidecar."""
+    plan = plan_run(run, params)
+    img, tr, n_vols, keep = plan.img, plan.tr, plan.n_vols, plan.keep
+    weights = weights or region_weights(atlas, img.shape, img.affine)
+    data = read_run(plan, run, params)
+    ex = extract(data, weights)
+    del data
+    if ex.n_nonfinite:
+        raise BrainfmError(f"{ex.n_nonfinite} NaN or infinite values inside the atlas regions", path=run.path,
+                           fix="replace them before parcellating (e.g. 'fslmaths IN -nan OUT') or mask them out")
+    covered = ex.coverage >= params.min_coverage
+    in_view = np.asarray(weights.membership.sum(axis=1)).ravel() >= params.min_coverage * weights.expected
+    if in_view.mean() < MOST_OF_ATLAS:
+        raise BrainfmError(f"the image's field of view misses most of the atlas: only {in_view.sum()} of "
+                           f"{atlas.n_regions} regions lie inside it", path=run.path,
+                           fix=f"use a whole-brain run normalised to MNI space (the atlas is in {atlas.space}, "
+                           "e.g. fMRIPrep's space-MNI152NLin2009cAsym output)")
+    if not covered.any() and ex.coverage.max(initial=0) == 0:
+        raise BrainfmError("every voxel the atlas touches is constant over time (no signal)", path=run.path,
+                           fix="check the file holds BOLD data in MNI space")
+    if covered.mean() < MOST_OF_ATLAS:
+        raise BrainfmError(f"most of the atlas has no signal in this image: only {covered.sum()} of "
+                           f"{atlas.n_regions} regions have ≥ {params.min_coverage:.0%} coverage", path=run.path,
+                           fix=f"use a run normalised to MNI space (the atlas is in {atlas.space}, e.g. fMRIPrep's "
+                           "space-MNI152NLin2009cAsym output), or lower --min-coverage")
+    missing = [lab for lab, ok in zip(atlas.labels, covered) if not ok]
+    if missing:
+        log.warning("%s: %d region(s) below %.0f%% coverage are written as n/a columns: %s%s", run.path.name,
+                    len(missing), 100 * params.min_coverage, ", ".join(missing[:8]), " ..." if len(missing) > 8 else "")
+
+    signals = clean_signals(ex.signals[:, covered], plan, params)
+    out = np.full((signals.shape[0], atlas.n_regions), np.nan)
+    out[:, covered] = signals
+    frame = pd.DataFrame(out, columns=atlas.labels)
+    leading = int(keep[0]) if len(keep) else 0
+    censored = sorted(set(range(leading, n_vols)) - set(int(k) for k in keep))
+    sidecar = {
+        **cleaning_sidecar(plan, run, params, signals.shape[0], "parcellate"),
+        "Atlas": atlas.describe(),
+        "CensoredVolumes": censored,
+        "MinCoverage": params.min_coverage,
+        "RegionsBelowCoverage": missing,
+        "Coverage": {lab: round(float(c), 4) for lab, c in zip(atlas.labels, ex.coverage)},
+    }
+    if atlas.networks is not None:
+        sidecar["Networks"] = dict(zip(atlas.labels, atlas.networks))
+        sidecar["NetworksSource"] = atlas.network_source or "atlas"
+    if censored:
+        log.warning("%s: %d volume(s) censored by '%s'; rows are the kept volumes only", run.path.name,
+                    len(censored), params.confounds)
+    return RegionTimeseries(data=frame, tr=tr, entities=dict(run.entities), sidecar=sidecar, path=None)

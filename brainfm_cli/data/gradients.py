@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from brainfm_cli.data.connectivity import fisher_z_fc
 from brainfm_cli.errors import BrainfmError
+from brainfm_cli.io.files import read_tsv
 
 
 @dataclass(frozen=True)
@@ -35,14 +37,6 @@ class GradientRecipe:
     diffusion_time: float = 0.0
     kernel: str = "normalized_angle"
     fc: str = "pearson r per run, Fisher z, mean over runs within participant then over participants, tanh"
-
-
-def fisher_z_fc(series: np.ndarray) -> np.ndarray:
-    """Fisher-z Pearson FC of one run (time × regions); all-NaN regions give NaN rows/columns."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.corrcoef(series, rowvar=False)
-    np.fill_diagonal(r, 0.0)
-    return np.arctanh(np.clip(r, -0.999999, 0.999999))
 
 
 def group_fc(runs: list[np.ndarray], participants: list[str]) -> np.ndarray:
@@ -120,8 +114,6 @@ def compute_gradients(runs: list[np.ndarray], participants: list[str], recipe: G
 def load_gradients(path, n_regions: int | None = None) -> np.ndarray:
     """A gradient matrix from brainfm's TSV (``region`` + components) or the authors' header-less CSV."""
     import pandas as pd
-
-    from brainfm_cli.data.io import read_tsv
 
     path = str(path)
     try:

@@ -21,8 +21,14 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from brainfm_cli import __version__
+from brainfm_cli.atlases import load_atlas
+from brainfm_cli.data.clean import CleanParams, clean_signals, cleaning_sidecar, plan_run, read_run
+from brainfm_cli.data.extract import gather, grid_key, region_weights, resample_image
 from brainfm_cli.errors import BrainfmError
+from brainfm_cli.io.bids import BoldRun
+from brainfm_cli.io.files import read_json, read_tsv, sidecar_path
+from brainfm_cli.io.nifti import load_image
+from brainfm_cli.io.timeseries import RegionTimeseries
 
 log = logging.getLogger("brainfm.voxels")
 
@@ -125,8 +131,6 @@ class RoiSpec:
 
     def select(self, shape, affine) -> VoxelSet:
         """The voxel set on the grid ``shape``/``affine`` (computed once per grid)."""
-        from brainfm_cli.data.extract import grid_key
-
         key = (self, grid_key(shape, affine))
         with _LOCK:
             hit = _CACHE.get(key)
@@ -139,16 +143,13 @@ class RoiSpec:
         return hit
 
     def _mask_voxels(self, shape, affine) -> VoxelSet:
-        from brainfm_cli.data.extract import _resample
-        from brainfm_cli.data.nifti import load_image
-
         img = load_image(self.mask, what="ROI mask")
         if img.ndim == 4 and img.shape[3] == 1:
             img = img.slicer[..., 0]
         if img.ndim != 3:
             raise BrainfmError(f"an ROI mask is a 3-D image, this one is {'x'.join(map(str, img.shape))}",
                                path=self.mask, fix="give a 3-D mask (non-zero inside the region)")
-        data = np.asarray(_resample(img, shape, affine, "nearest"))
+        data = np.asarray(resample_image(img, shape, affine, "nearest"))
         inside = np.isfinite(data) & (data != 0)
         flat = np.flatnonzero(inside.reshape(-1, order="F"))
         if flat.size == 0:
@@ -158,9 +159,6 @@ class RoiSpec:
         return VoxelSet(_world(flat, shape, affine), flat, None, self.source())
 
     def _atlas_voxels(self, shape, affine) -> VoxelSet:
-        from brainfm_cli.atlases import load_atlas
-        from brainfm_cli.data.extract import region_weights
-
         atlas = load_atlas(self.atlas, self.atlas_labels)
         if atlas.kind == "maps":
             raise BrainfmError(f"atlas {atlas.name} is probabilistic (maps): its regions have no sharp voxel set",
@@ -204,8 +202,6 @@ def _world(flat: np.ndarray, shape, affine) -> np.ndarray:
 def read_voxel_set(source) -> VoxelSet:
     """A voxel set from a voxel list (``voxels.tsv``: x, y, z columns), a folder holding one, or the header of a
     voxel time-series TSV (``vox_<x>_<y>_<z>`` columns)."""
-    from brainfm_cli.data.io import read_json, read_tsv, sidecar_path
-
     path = Path(source)
     if path.is_dir():
         path = path / VOXEL_LIST
@@ -233,15 +229,11 @@ def read_voxel_set(source) -> VoxelSet:
     return VoxelSet(coords, None, regions, origin or f"voxel list {path.name}")
 
 
-def extract_voxel_run(run, roi: RoiSpec, params):
+def extract_voxel_run(run: BoldRun, roi: RoiSpec, params: CleanParams) -> RegionTimeseries:
     """One BOLD run → its voxel series (time × voxels, columns named by coordinates) with a sidecar.
 
     Denoising follows ``parcellate`` (``CleanParams``: dummy scans, confounds, filters) on the voxel signals.
     """
-    from brainfm_cli.data.extract import gather
-    from brainfm_cli.data.parcellate import clean_signals, plan_run, read_run
-    from brainfm_cli.data.timeseries import RegionTimeseries
-
     plan = plan_run(run, params)
     tr, keep = plan.tr, plan.keep
     voxels = roi.select(plan.img.shape, plan.img.affine)
@@ -261,75 +253,9 @@ def extract_voxel_run(run, roi: RoiSpec, params):
                     run.path.name, flat_voxels, voxels.count)
     x = clean_signals(x, plan, params)
     sidecar = {
-        "RepetitionTime": tr, "SamplingFrequency": None if tr is None else 1.0 / tr,
+        **cleaning_sidecar(plan, run, params, x.shape[0], "voxels"),
         "Voxels": {**voxels.identity(), "roi": roi.describe()},
-        "Sources": [str(run.path)] + ([str(run.confounds)] if plan.confounds is not None else []),
-        "ConfoundsStrategy": params.confounds, "Detrend": params.detrend, "HighPass": params.high_pass,
-        "LowPass": params.low_pass, "Standardize": "zscore_sample" if params.standardize else False,
-        "SmoothingFWHM": params.smoothing_fwhm, "NumberOfVolumesDiscarded": int(keep[0]),
-        "NumberOfVolumes": int(x.shape[0]), "ConstantVoxels": flat_voxels,
-        "GeneratedBy": {"Name": "brainfm", "Version": __version__, "Command": "voxels"},
+        "ConstantVoxels": flat_voxels,
     }
     frame = pd.DataFrame(x, columns=voxels.names)
     return RegionTimeseries(data=frame, tr=tr, entities=dict(run.entities), sidecar=sidecar, path=None)
-
-
-def write_voxel_runs(inputs: list[str], out_dir: str | Path, roi: RoiSpec, params, filters=None,
-                     space: str | None = None, overwrite: bool = False,
-                     on_done: Callable[[Path], None] | None = None) -> list[Path]:
-    """Voxel series of every selected run into ``out_dir`` (a derivatives folder like ``parcellate``'s), with
-    the voxel list ``voxels.tsv`` (+ JSON) that ``pretrain --arch voxels=…`` reads. All runs share one voxel set."""
-    from types import SimpleNamespace
-
-    from brainfm_cli.data.bids import discover_bold
-    from brainfm_cli.data.io import atomic_group, json_text, read_json, sidecar_path, tsv_text
-    from brainfm_cli.data.nifti import load_bold
-    from brainfm_cli.data.parcellate import plan_outputs
-    from brainfm_cli.data.timeseries import write_dataset_description, write_timeseries
-
-    runs = discover_bold(inputs, filters, space)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BrainfmError("the output path exists and is not a folder", path=out_dir, fix="choose a folder for -o")
-    targets = plan_outputs(runs, out_dir, SimpleNamespace(name=roi.name), overwrite)
-    sets = {}
-    for run in runs:
-        img = load_bold(run.path)
-        vs = roi.select(img.shape, img.affine)
-        sets.setdefault(vs.identity()["sha256"], (vs, run.path))
-    if len(sets) > 1:
-        (a, pa), (b, pb) = list(sets.values())[:2]
-        raise BrainfmError(f"the runs lie on different grids, so the ROI gives different voxel sets ({a.count} "
-                           f"voxels in {pa.name}, {b.count} in {pb.name})",
-                           fix="resample the runs to one grid, or extract each grid into its own folder")
-    voxels = next(iter(sets.values()))[0]
-    listing = out_dir / VOXEL_LIST
-    if listing.exists() and not overwrite:
-        old = read_json(sidecar_path(listing)) if sidecar_path(listing).is_file() else {}
-        if old.get("sha256") != voxels.identity()["sha256"]:
-            raise BrainfmError("the folder already holds another voxel set", path=listing,
-                               fix="choose another -o folder, or pass --overwrite")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_dataset_description(out_dir, pipeline="voxels")
-    with atomic_group([listing, sidecar_path(listing)]) as (tmp, tmp_json):
-        tmp.write_text(tsv_text(voxels.to_frame()), encoding="utf-8")
-        tmp_json.write_text(json_text({**voxels.identity(), "Source": voxels.source, "roi": roi.describe()}),
-                            encoding="utf-8")
-    written = []
-    for run, target in zip(runs, targets):
-        ts = extract_voxel_run(run, roi, params)
-        write_timeseries(ts.data, target, ts.sidecar)
-        written.append(target)
-        if on_done:
-            on_done(target)
-    return written
-
-
-def roi_from_options(mask=None, atlas: str | None = None, labels: str | None = None,
-                     atlas_labels=None) -> RoiSpec | None:
-    """The ``RoiSpec`` the command-line options describe (``--roi-mask``, or ``--roi-atlas`` + ``--roi-labels``)."""
-    if mask is None and atlas is None and not labels:
-        return None
-    names = tuple(x.strip() for x in (labels or "").split(",") if x.strip())
-    return RoiSpec(mask=None if mask is None else str(mask), atlas=atlas, labels=names,
-                   atlas_labels=None if atlas_labels is None or atlas is None else str(atlas_labels))

@@ -16,7 +16,16 @@ from typing import Callable
 import numpy as np
 import torch
 
+from brainfm_cli.data.corpus import load_corpus
+from brainfm_cli.device import autocast, resolve_device, resolve_dtype
+from brainfm_cli.engine.distributed import barrier, device_for, init_distributed, shutdown
+from brainfm_cli.engine.ema import build_objective, update_teachers
+from brainfm_cli.engine.schedules import cosine, warmup_cosine
 from brainfm_cli.errors import BrainfmError
+from brainfm_cli.io.files import atomic_path, atomic_write
+from brainfm_cli.io.provenance import sha256sum
+from brainfm_cli.models import build, get_card
+from brainfm_cli.models.objective import StepInfo
 
 log = logging.getLogger("brainfm.pretrain")
 
@@ -30,6 +39,7 @@ class TrainConfig:
     model: str
     corpus: tuple[str, ...]
     output: str
+    size: str | None = None  # one of the card's named sizes, applied before ``architecture``
     architecture: dict = field(default_factory=dict)
     objective: dict = field(default_factory=dict)
     epochs: int = 10
@@ -61,6 +71,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
+        missing = [k for k in ("model", "corpus", "output") if d.get(k) is None]
+        if missing:
+            raise BrainfmError(f"the configuration lacks {missing}", fix="give them in the YAML or on the command line")
         d["corpus"] = tuple(d["corpus"])
         if d.get("betas"):
             d["betas"] = tuple(d["betas"])
@@ -78,6 +91,16 @@ class TrainConfig:
         return replace(self, **filled)
 
 
+def param_groups(module: torch.nn.Module) -> list[dict]:
+    """Two AdamW groups: weights with decay, and biases / 1-D parameters (norms, tokens' scales) without."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
 
@@ -90,11 +113,6 @@ class Trainer:
         self.on_step = on_step
 
     def run(self, resume: bool = False) -> Path:
-        from brainfm_cli.data.corpus import load_corpus
-        from brainfm_cli.engine.device import resolve_device, resolve_dtype
-        from brainfm_cli.engine.distributed import barrier, device_for, init_distributed, shutdown
-        from brainfm_cli.models import build, get_card
-
         cfg = self.config
         out = Path(cfg.output)
         base_device = resolve_device(cfg.device)
@@ -103,12 +121,14 @@ class Trainer:
             device = device_for(dist, base_device)
             dtype = resolve_dtype(cfg.dtype, device)
             card = get_card(cfg.model)
+            if cfg.size:
+                card = card.with_size(cfg.size)
             if cfg.architecture:
                 card = card.with_architecture(**cfg.architecture)
             torch.manual_seed(cfg.seed)
             model = build(card)
             card = model.card  # a family may complete its input space when built (SC-MBM: the voxel set)
-            objective = type(model).pretraining_objective(model, cfg.objective)
+            objective = build_objective(model, cfg.objective)
             cfg = cfg.with_recipe(objective.recipe)
             self.config = cfg
             corpus = load_corpus(list(cfg.corpus), card, objective.sample_length, tr=cfg.tr, missing=cfg.missing)
@@ -116,7 +136,7 @@ class Trainer:
             ckpt_path = out / CHECKPOINT
             state = self._resume_state(ckpt_path, resume)
             if dist.main:
-                self._prepare_folder(out, resume, state is not None)
+                self._write_config(out)
             barrier(dist)
             return self._loop(objective, corpus, card, device, dtype, dist, state)
         finally:
@@ -136,20 +156,21 @@ class Trainer:
         except Exception as exc:
             raise BrainfmError(f"the checkpoint cannot be read ({type(exc).__name__}: {str(exc)[:200]})", path=path,
                                fix="delete it to start over (it is written atomically, so this is unusual)") from None
+        if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+            raise BrainfmError("the checkpoint holds no run configuration (not a checkpoint of 'brainfm pretrain')",
+                               path=path, fix="point -o at the folder of the interrupted run, or start without --resume")
         saved = TrainConfig.from_dict(state["config"])
         mine = self.config.with_recipe({k: v for k, v in saved.to_dict().items() if k in (
             "lr", "start_lr", "min_lr", "warmup", "weight_decay", "final_weight_decay", "betas", "grad_clip")})
-        differ = [k for k in ("model", "architecture", "objective", "epochs", "batch_size", "accumulation", "seed",
+        differ = [k for k in ("model", "size", "architecture", "objective", "epochs", "batch_size", "accumulation", "seed",
                               "crops_per_run") if getattr(saved, k) != getattr(mine, k)]
         if differ:
             raise BrainfmError(f"--resume with settings that differ from the checkpoint's: {differ}", path=path,
                                fix="resume with the original settings (see config.yaml in the run folder)")
         return state
 
-    def _prepare_folder(self, out: Path, resume: bool, has_state: bool) -> None:
+    def _write_config(self, out: Path) -> None:
         import yaml
-
-        from brainfm_cli.data.io import atomic_write
 
         out.mkdir(parents=True, exist_ok=True)
         (out / "checkpoints").mkdir(exist_ok=True)
@@ -158,10 +179,6 @@ class Trainer:
 
     def _loop(self, objective, corpus, card, device, dtype, dist, state) -> Path:
         from torch.nn.parallel import DistributedDataParallel
-
-        from brainfm_cli.engine.device import autocast
-        from brainfm_cli.engine.objective import StepInfo, param_groups
-        from brainfm_cli.engine.schedules import cosine, warmup_cosine
 
         cfg = self.config
         out = Path(cfg.output)
@@ -227,7 +244,7 @@ class Trainer:
                     logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.grad_clip))
                 (scaler.step(opt), scaler.update()) if scaler else opt.step()
                 opt.zero_grad(set_to_none=True)
-                logs.update(objective.after_step(StepInfo(step, total, torch.Generator())))
+                logs.update(update_teachers(objective, step, total))
                 logs.update(lr=lr, weight_decay=wd)
                 step += 1
                 if metrics:
@@ -243,8 +260,6 @@ class Trainer:
         return out / "model.safetensors"
 
     def _checkpoint(self, out: Path, objective, opt, scaler, step: int) -> None:
-        from brainfm_cli.data.io import atomic_path
-
         state = {"objective": objective.state_dict(), "optimizer": opt.state_dict(), "step": step,
                  "config": self.config.to_dict(), "scaler": scaler.state_dict() if scaler else None}
         with atomic_path(out / CHECKPOINT) as tmp:
@@ -253,9 +268,6 @@ class Trainer:
     def _export(self, out: Path, objective, card, step, total, logs, corpus) -> Path:
         import yaml
 
-        from brainfm_cli.data.io import atomic_write
-        from brainfm_cli.models.checkpoint import sha256sum
-
         model = objective.export_model()
         training = dict(card.training)
         training.update({
@@ -263,14 +275,12 @@ class Trainer:
             "steps": step, "total_steps": total, "runs": len(corpus), "participants": len(set(corpus.participants)),
             "final_loss": logs.get("loss"),
         })
-        from dataclasses import replace as dc_replace
-
         space = model.card.input
         with torch.no_grad():  # the embedding width of the default pooling, for the card
             probe = torch.zeros(1, space.n_regions, space.seq_len, device=next(model.parameters()).device)
             width = int(model.pool(model.encode(probe), model.default_pooling).shape[-1])
         embedding = {**model.card.embedding, "width": width, "default": model.default_pooling}
-        model.card = dc_replace(model.card, training=training, embedding=embedding, weights={"file": "model.safetensors"})
+        model.card = replace(model.card, training=training, embedding=embedding, weights={"file": "model.safetensors"})
         path = model.save(out / "model.safetensors")
         card_dict = model.card.to_dict()
         card_dict["weights"] = {"file": "model.safetensors", "sha256": sha256sum(path)}

@@ -29,10 +29,6 @@ from dataclasses import dataclass
 
 import torch
 
-PUBLISHED = dict(observation=(0.84, 1.0), alpha_regions=(0.45, 0.6), alpha_time=(0.2, 0.6),
-                 edge_regions=(0.15, 0.3), edge_time=(0.0, 0.4))
-
-
 @dataclass
 class SampleMasks:
     """One sample's blocks (flat token indices) before the batch-minimum cut."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from brainfm_cli.errors import BrainfmError
-from brainfm_cli.models.card import ModelCard, card_from_dict, get_card, registered_cards
+from brainfm_cli.models.card import ModelCard, card_from_dict, check_architecture, get_card, registered_cards
 
 if TYPE_CHECKING:
     from brainfm_cli.models.base import BrainModel
@@ -40,6 +40,7 @@ def architecture_class(name: str) -> type["BrainModel"]:
 
 def build(card: ModelCard, **space_args) -> "BrainModel":
     """A randomly initialised model for ``card`` (what ``pretrain`` starts from)."""
+    check_architecture(card)
     return architecture_class(card.architecture["name"]).from_card(card, **space_args)
 
 
@@ -52,7 +53,7 @@ def load(name: str | Path, weights: str | Path | None = None, device: str = "cpu
     initialisation. ``architecture`` overrides hyperparameters (e.g. a reduced size for tests);
     ``space_args`` are the family's input-space arguments (``coords=``, ``gradients=``, …).
     """
-    from brainfm_cli.engine.device import resolve_device
+    from brainfm_cli.device import resolve_device  # torch only when a model is loaded
     from brainfm_cli.models.checkpoint import read_checkpoint
 
     card = get_card(name)

@@ -1,5 +1,6 @@
-"""The masked-autoencoder skeleton shared by BrainLM's ViT-MAE and SC-MBM: patch tokens with fixed positions,
-a CLS token placed after masking, a ViT encoder, and a decoder that fills hidden patches with a mask token."""
+"""The masked-autoencoder skeleton shared by BrainLM (the paper's design and the released ViT-MAE) and SC-MBM:
+patch tokens plus positions, a CLS token placed after masking, a pre-norm ViT encoder, and a decoder that fills
+hidden patches with a mask token and predicts every patch's values."""
 
 from __future__ import annotations
 
@@ -9,29 +10,40 @@ from brainfm_cli.masking import gather_tokens
 
 
 class MaskedAutoencoder:
-    """Mixin for a ``BrainModel`` with ``cls_token``, ``pos_embed [1, 1+N, D]`` (CLS row first), ``blocks``,
-    ``norm`` and the decoder's ``decoder_embed``, ``mask_token``, ``decoder_pos_embed``, ``decoder_blocks``,
-    ``decoder_norm``, ``decoder_pred``."""
+    """Mixin for a ``BrainModel`` with ``cls_token``, ``blocks``, ``norm`` and the decoder's ``decoder_embed``,
+    ``mask_token``, ``decoder_blocks``, ``decoder_norm``, ``decoder_pred``. Positions come from two hooks:
+    ``positions(n)`` and ``decoder_positions(n)`` give ``([n, D] for the patch tokens, [D] for CLS or None)``;
+    the default reads fixed ``pos_embed`` / ``decoder_pos_embed`` buffers ``[1, 1 + n, D]`` (CLS row first)."""
 
-    def encode_patches(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def positions(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.pos_embed[0, 1:], self.pos_embed[0, :1]
+
+    def decoder_positions(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.decoder_pos_embed[0, 1:], self.decoder_pos_embed[0, :1]
+
+    def encode_patches(self, tokens: torch.Tensor, keep: torch.Tensor | None = None,
+                       attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Patch embeddings ``[B, N, D]`` → encoder output ``[B, 1 + K, D]`` (CLS first) for the patches in
         ``keep`` (all when None): positions, gather, CLS with its position, blocks, final norm."""
-        tokens = tokens + self.pos_embed[:, 1:]
+        pos, cls_pos = self.positions(tokens.shape[1])
+        tokens = tokens + pos
         if keep is not None:
             tokens = gather_tokens(tokens, keep)
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
-        tokens = torch.cat([cls, tokens], dim=1)
+        cls = self.cls_token if cls_pos is None else self.cls_token + cls_pos
+        tokens = torch.cat([cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         for blk in self.blocks:
-            tokens = blk(tokens)
+            tokens = blk(tokens, attn_mask)
         return self.norm(tokens)
 
-    def decode(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Predictions ``[B, N, patch values]`` for every patch, from the encoder output of ``keep``."""
+    def forward_head(self, latent: torch.Tensor, keep: torch.Tensor, n_tokens: int) -> torch.Tensor:
+        """The decoder: predictions ``[B, n_tokens, patch values]`` for every patch, from the encoder output
+        ``[B, 1 + K, D]`` of the patches in ``keep``."""
         y = self.decoder_embed(latent)
-        n = self.decoder_pos_embed.shape[1] - 1
-        full = self.mask_token.to(y.dtype).expand(y.shape[0], n, -1).clone()
+        full = self.mask_token.to(y.dtype).expand(y.shape[0], n_tokens, -1).clone()
         full.scatter_(1, keep.unsqueeze(-1).expand(-1, -1, y.shape[-1]), y[:, 1:])
-        full = torch.cat([y[:, :1], full], dim=1) + self.decoder_pos_embed
+        pos, cls_pos = self.decoder_positions(n_tokens)
+        cls = y[:, :1] if cls_pos is None else y[:, :1] + cls_pos
+        full = torch.cat([cls, full + pos], dim=1)
         for blk in self.decoder_blocks:
             full = blk(full)
         return self.decoder_pred(self.decoder_norm(full))[:, 1:]

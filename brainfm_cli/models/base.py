@@ -1,7 +1,11 @@
-"""What every model family shares: the ``encode`` API, pooling, building from a card, loading weights.
+"""What every model family shares: one forward API, pooling, building from a card, loading weights.
 
-A family subclasses :class:`BrainModel`, builds itself from a card (``from_card``), implements ``encode`` and,
-where the authors published weights, ``convert_foreign`` (their key names → ours, timm's ``checkpoint_filter_fn``).
+The forward API is timm's: ``forward_features(x, mask=None)`` returns every token after the final norm (CLS
+first where the family has one); ``encode`` splits it into ``cls`` and ``tokens`` and ``pool`` reduces it;
+families trained by masked modelling add ``forward_visible(x, keep)`` (only the kept tokens, for training) and
+``forward_head`` (their decoder). A family subclasses :class:`BrainModel`, builds itself from a card
+(``from_card``) and, where the authors published weights, implements ``convert_foreign`` (their key names →
+ours, timm's ``checkpoint_filter_fn``).
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ Encoded = dict[str, torch.Tensor | None]
 class BrainModel(nn.Module):
     """A brain-dynamics encoder: ``encode(x[B, regions, time], mask=None) -> {"cls", "tokens"}``.
 
-    ``x`` is model-ready (resampled, normalised and cropped as the card says); ``tokens`` come after the final
-    norm and exclude the CLS token; ``cls`` is None for models without one.
+    ``x`` is model-ready (resampled, normalised and cropped as the card says). ``mask`` (True = a token that is
+    padding or has no data, in the shape ``padding_mask`` returns) hides tokens from the model: out of attention,
+    or replaced by the family's mask embedding. ``tokens`` come after the final norm and exclude the CLS token;
+    ``cls`` is None for models without one (``has_cls`` False).
     """
 
     poolings: tuple[str, ...] = ("cls", "mean", "tokens")
     default_pooling: str = "cls"
+    has_cls: bool = True
 
     def __init__(self, card: ModelCard):
         super().__init__()
@@ -47,15 +54,28 @@ class BrainModel(nn.Module):
 
     @classmethod
     def pretraining_objective(cls, model: "BrainModel", options: dict):
-        """The family's self-supervised objective around ``model`` (see ``engine.objective.Objective``)."""
+        """The family's self-supervised objective around ``model`` (a ``models.objective.Objective``)."""
         raise BrainfmError(f"{model.card.name} cannot be pretrained by brainfm", fix="choose another --model")
 
     @property
     def embed_dim(self) -> int:
         return int(self.card.architecture["embed_dim"])
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Every token after the final norm, ``[B, (1 +) N, D]``, CLS first where the family has one."""
         raise NotImplementedError
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
+        """``{"cls": [B, D] or None, "tokens": [B, N, D]}`` from ``forward_features``."""
+        out = self.forward_features(x, mask)
+        if self.has_cls:
+            return {"cls": out[:, 0], "tokens": out[:, 1:]}
+        return {"cls": None, "tokens": out}
+
+    def refuse_mask(self, mask: torch.Tensor | None) -> None:
+        """For families whose published design has no padding mask."""
+        if mask is not None:
+            raise BrainfmError(f"{self.card.name} has no padding mask", fix="give full-length windows")
 
     def pool(self, out: Encoded, pooling: str) -> torch.Tensor:
         """``[B, D]`` for cls/mean (and family poolings such as cls_avg), ``[B, N, D]`` for tokens."""

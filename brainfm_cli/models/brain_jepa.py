@@ -17,39 +17,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainfm_cli.engine.objective import Objective
 from brainfm_cli.errors import BrainfmError
+from brainfm_cli.data.gradients import load_gradients
 from brainfm_cli.layers import Block, sincos_1d
 from brainfm_cli.masking import gather_tokens
-from brainfm_cli.models.base import BrainModel, Encoded
-from brainfm_cli.models.card import ModelCard
+from brainfm_cli.masking.jepa import SpatiotemporalCollator
+from brainfm_cli.models.base import BrainModel
+from brainfm_cli.models.card import ModelCard, require_keys
 from brainfm_cli.models.checkpoint import Checkpoint, strip_prefix
+from brainfm_cli.models.objective import MomentumSchedule, Objective
 
-# size presets (the authors' vit_small / vit_base / vit_large and their predictors); card keys override them
-SIZES = {
-    "tiny": dict(embed_dim=64, depth=4, num_heads=4, predictor_dim=32, predictor_depth=2),
-    "ViT-S": dict(embed_dim=384, depth=12, num_heads=6, predictor_dim=192, predictor_depth=6),
-    "ViT-B": dict(embed_dim=768, depth=12, num_heads=12, predictor_dim=384, predictor_depth=6),
-    "ViT-L": dict(embed_dim=1024, depth=24, num_heads=16, predictor_dim=384, predictor_depth=12),
-}
-REQUIRED = ("embed_dim", "depth", "num_heads", "predictor_dim", "predictor_depth")
+REQUIRED = ("embed_dim", "depth", "num_heads", "predictor_dim", "predictor_depth", "mlp_ratio", "norm_eps",
+            "gradient_dim")
 LOSS_NORM_EPS = 1e-5  # the authors' F.layer_norm default on the targets (the model's norms use 1e-6)
 
 
 def resolve_architecture(arch: dict) -> dict:
-    """The card's architecture with its ``size`` preset filled in (explicit keys win)."""
-    size = arch.get("size")
-    preset = SIZES.get(size, {})
-    out = {**preset, **arch}
-    missing = [k for k in REQUIRED if k not in out]
-    if missing:
-        raise BrainfmError(f"Brain-JEPA architecture lacks {missing} (size '{size}')",
-                           fix=f"set size to one of {', '.join(SIZES)} or give the keys explicitly")
-    out.setdefault("predictor_heads", out["num_heads"])  # the authors' predictor has the encoder's heads
-    out.setdefault("mlp_ratio", 4.0)
-    out.setdefault("norm_eps", 1e-6)
-    out.setdefault("gradient_dim", 30)
-    return out
+    """The card's architecture, checked, with the predictor's heads defaulting to the encoder's (the authors')."""
+    require_keys(arch, REQUIRED, "Brain-JEPA")
+    return {"predictor_heads": arch["num_heads"], **arch}
 
 
 def time_table(half: int, n_regions: int, n_patches: int) -> torch.Tensor:
@@ -91,8 +77,6 @@ def init_jepa_weights(module: nn.Module) -> None:
 
 def read_gradients(source, n_regions: int) -> np.ndarray:
     """``[n_regions, C]`` from an array, brainfm's gradients TSV (``region`` column) or the authors' CSV."""
-    from brainfm_cli.data.gradients import load_gradients
-
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -127,6 +111,7 @@ class BrainJEPA(BrainModel):
 
     poolings = ("mean", "tokens")
     default_pooling = "mean"
+    has_cls = False
 
     def __init__(self, card: ModelCard, gradients: np.ndarray | None = None):
         super().__init__(card)
@@ -175,10 +160,14 @@ class BrainJEPA(BrainModel):
                                fix="pass --gradients FILE (the authors' gradient_mapping_450.csv for the published "
                                "model, or 'brainfm gradients' output), or gradients= in Python")
 
-    def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, K, D]`` after the final norm for the tokens in ``keep [B, K]`` (all ``R·P`` when None).
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, R·P, D]``: every token after the final norm (no CLS); Brain-JEPA has no padding mask."""
+        self.refuse_mask(mask)
+        return self.forward_visible(x)
 
-        Positions are added before the gather, so kept tokens keep their own positions.
+    def forward_visible(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, K, D]`` after the final norm for the tokens in ``keep [B, K]`` (all ``R·P`` when None): the
+        context encoder's view. Positions are added before the gather, so kept tokens keep their own positions.
         """
         self._require_gradients()
         self.check_input(x)
@@ -195,18 +184,6 @@ class BrainJEPA(BrainModel):
         for blk in self.blocks:
             tokens = blk(tokens)
         return self.norm(tokens)
-
-    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
-        if mask is not None:
-            raise BrainfmError(f"{self.card.name} has no padding mask", fix="give full-length windows")
-        return {"cls": None, "tokens": self.forward_features(x)}
-
-    def copy(self) -> "BrainJEPA":
-        """An identical encoder (the EMA target's starting point), built anew rather than deep-copied."""
-        twin = type(self)(self.card, self.gradients.detach().cpu().numpy() if self.has_gradients else None)
-        twin.load_state_dict(self.state_dict())
-        twin.has_gradients, twin.weights_info = self.has_gradients, dict(self.weights_info)
-        return twin.to(self.gradients.device).train(self.training)
 
     def convert_foreign(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
         """The authors' ``jepa-*.pth.tar`` (``target_encoder`` for embedding) or a bare encoder state dict.
@@ -294,23 +271,19 @@ class JEPAObjective(Objective):
     EMA momentum rises linearly from ``ema_start`` to ``ema_end`` over the optimiser steps and reaches
     ``ema_end`` at the last step (the spec's intent; the authors' scheduler counts micro-batches and so only
     reaches ≈ 0.9965). The mask options are the authors' collator scales (see ``masking.jepa``). Crops are
-    full windows (short runs are refused), so every token is data, as in the authors' code.
+    full windows (short runs are refused), so every token is data, as in the authors' code. The target encoder
+    (``target``, a copy of ``model`` made by the engine) is what ``embed`` uses.
     """
 
+    family = "Brain-JEPA"
     recipe = {"lr": 1e-3, "start_lr": 5e-5, "min_lr": 1e-6, "warmup": 40 / 300, "weight_decay": 0.04,
               "final_weight_decay": 0.4, "betas": (0.9, 0.999), "grad_clip": 0.0}
     defaults = {"observation": [0.84, 1.0], "alpha_regions": [0.45, 0.6], "alpha_time": [0.2, 0.6],
                 "edge_regions": [0.15, 0.3], "edge_time": [0.0, 0.4], "ema_start": 0.996, "ema_end": 1.0}
+    teachers = {"target": "model"}
 
     def __init__(self, model: BrainJEPA, options: dict):
-        super().__init__(model)
-        from brainfm_cli.masking.jepa import SpatiotemporalCollator
-
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise BrainfmError(f"unknown Brain-JEPA objective options {sorted(unknown)}",
-                               fix=f"valid: {', '.join(self.defaults)}")
-        self.options = {**self.defaults, **options}
+        super().__init__(model, options)
         if model.card.input.short_runs == "pad":
             raise BrainfmError(f"{model.card.name}: Brain-JEPA pretraining needs full-length crops",
                                fix="set short_runs: refuse in the model card")
@@ -318,9 +291,6 @@ class JEPAObjective(Objective):
         self.predictor = JEPAPredictor(model.embed_dim, int(a["predictor_dim"]), int(a["predictor_depth"]),
                                        int(a["predictor_heads"]), model.n_regions, model.n_patches,
                                        int(a["gradient_dim"]), float(a["mlp_ratio"]), float(a["norm_eps"]))
-        self.target = model.copy()
-        for p in self.target.parameters():
-            p.requires_grad_(False)
         o = self.options
         self.collator = SpatiotemporalCollator(model.n_regions, model.n_patches, **{
             k: tuple(o[k]) for k in ("observation", "alpha_regions", "alpha_time", "edge_regions", "edge_time")})
@@ -328,7 +298,7 @@ class JEPAObjective(Objective):
     def predict(self, x: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
         """The predictor's output ``[B, M, D]`` from the context encoder's view of ``context_idx``."""
         model: BrainJEPA = self.model
-        z = model.forward_features(x, keep=context_idx)
+        z = model.forward_visible(x, keep=context_idx)
         return self.predictor(z, context_idx, target_idx, model.gradients, x.shape[-1] // model.patch)
 
     def targets(self, x: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
@@ -346,32 +316,8 @@ class JEPAObjective(Objective):
         return loss, {"loss": float(loss.detach()), "context_tokens": float(ctx.shape[1]),
                       "target_tokens": float(tgt.shape[1])}
 
-    def momentum(self, step: int, total: int) -> float:
-        from brainfm_cli.engine.schedules import linear
-
-        return linear(step, max(1, total - 1), float(self.options["ema_start"]), float(self.options["ema_end"]))
-
-    @torch.no_grad()
-    def after_step(self, info) -> dict[str, float]:
-        m = self.momentum(info.step, info.total)
-        for q, k in zip(self.model.parameters(), self.target.parameters()):
-            k.mul_(m).add_(q.detach(), alpha=1.0 - m)
-        return {"ema_momentum": m}
+    def momentum_schedule(self) -> MomentumSchedule:
+        return MomentumSchedule("linear", float(self.options["ema_start"]), float(self.options["ema_end"]))
 
     def export_model(self) -> BrainJEPA:
         return self.target
-
-    def load_authors(self, ckpt: Checkpoint) -> None:
-        """Start from the authors' container: ``encoder``, ``predictor`` and ``target_encoder`` (strict)."""
-        from brainfm_cli.models.checkpoint import check_keys
-
-        for part, module, renames in (("encoder", self.model, ENCODER_RENAMES), ("target_encoder", self.target,
-                                      ENCODER_RENAMES), ("predictor", self.predictor, PREDICTOR_RENAMES)):
-            if not isinstance(ckpt.state.get(part), dict):
-                raise BrainfmError(f"the checkpoint has no '{part}'", path=ckpt.path,
-                                   fix="give the authors' jepa-*.pth.tar training checkpoint")
-            state = authors_to_ours(strip_prefix(ckpt.state[part], "module."), renames)
-            if module is not self.predictor:
-                state.setdefault("gradients", module.gradients)
-            check_keys(module.state_dict(), state, ckpt.path, f"Brain-JEPA {part}")
-            module.load_state_dict(state, strict=True)

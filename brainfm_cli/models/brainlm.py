@@ -11,16 +11,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from brainfm_cli.engine.objective import Objective
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.layers import Block, init_vit_weights, sincos_1d
 from brainfm_cli.masking import gather_tokens
+from brainfm_cli.masking.random import future_mask, random_mask
+from brainfm_cli.models._mae import MaskedAutoencoder
 from brainfm_cli.models._space import atlas_coordinates
 from brainfm_cli.models.base import BrainModel, Encoded
 from brainfm_cli.models.card import ModelCard
+from brainfm_cli.models.objective import Objective
 
 
-class BrainLM(BrainModel):
+class BrainLM(MaskedAutoencoder, BrainModel):
     poolings = ("cls", "mean", "tokens")
     default_pooling = "cls"
 
@@ -67,46 +69,42 @@ class BrainLM(BrainModel):
                                fix=f"crop or pad the input to a multiple of {self.patch}")
         return x.reshape(B, R * (T // self.patch), self.patch)
 
-    def _positions(self, proj: nn.Linear, dim: int, n_patches: int, device) -> torch.Tensor:
+    def _positions(self, proj: nn.Linear, dim: int, n_patches: int) -> torch.Tensor:
         space = proj(self.coords)[:, None, :]  # [R, 1, D]
-        time = sincos_1d(dim, n_patches).to(device=device, dtype=space.dtype)[None]  # [1, P, D]
+        time = sincos_1d(dim, n_patches).to(device=space.device, dtype=space.dtype)[None]  # [1, P, D]
         return (space + time).reshape(-1, dim)  # [R·P, D]
 
-    def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None,
-                         hidden: torch.Tensor | None = None, return_attention: bool = False):
-        """Encoder output ``[B, 1 + K, D]`` (CLS first) for the tokens in ``keep`` (all when None).
+    def positions(self, n: int) -> tuple[torch.Tensor, None]:
+        """xyz embedding of each token's region plus sin-cos of its time patch; the CLS token has none."""
+        return self._positions(self.xyz_embed, self.cls_token.shape[-1], n // self.n_regions), None
 
-        ``hidden [B, R·P]`` (True = padded or missing) keeps those tokens out of attention instead of dropping them.
-        """
+    def decoder_positions(self, n: int) -> tuple[torch.Tensor, None]:
+        return self._positions(self.decoder_xyz, self.mask_token.shape[-1], n // self.n_regions), None
+
+    def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, R, T]`` → patch tokens ``[B, R·P, D]`` (no positions yet)."""
         self.check_input(x)
-        B, _, T = x.shape
-        tokens = self.patch_embed(self.patchify(x))
-        tokens = tokens + self._positions(self.xyz_embed, tokens.shape[-1], T // self.patch, x.device)
-        if keep is not None:
-            tokens = gather_tokens(tokens, keep)
-        tokens = torch.cat([self.cls_token.expand(B, -1, -1), tokens], dim=1)
+        return self.patch_embed(self.patchify(x))
+
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, 1 + R·P, D]`` (CLS first); ``mask [B, R, P]`` or ``[B, R·P]`` (True = padded or missing) keeps
+        those tokens out of attention."""
         attn_mask = None
-        if hidden is not None:
-            visible = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=x.device), ~hidden], dim=1)
+        if mask is not None:
+            hidden = mask.reshape(x.shape[0], -1).to(x.device)
+            visible = torch.cat([torch.ones(x.shape[0], 1, dtype=torch.bool, device=x.device), ~hidden], dim=1)
             attn_mask = visible[:, None, None, :]
-        maps = []
-        for blk in self.blocks:
-            if return_attention:
-                tokens, a = blk.forward_with_attention(tokens, attn_mask)
-                maps.append(a)
-            else:
-                tokens = blk(tokens, attn_mask)
-        tokens = self.norm(tokens)
-        return (tokens, maps) if return_attention else tokens
+        return self.encode_patches(self.embed_patches(x), attn_mask=attn_mask)
+
+    def forward_visible(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``[B, 1 + K, D]``: the encoder on the tokens ``keep [B, K]`` only (masked reconstruction)."""
+        return self.encode_patches(self.embed_patches(x), keep)
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
         """``mask [B, R, P]`` or ``[B, R·P]``: True for padded or missing patches (excluded from attention and mean)."""
-        hidden = None if mask is None else mask.reshape(x.shape[0], -1)
-        out = self.forward_features(x, hidden=hidden)
-        tokens = out[:, 1:]
-        result: Encoded = {"cls": out[:, 0], "tokens": tokens}
-        if hidden is not None:
-            result["visible"] = ~hidden
+        result = super().encode(x, mask)
+        if mask is not None:
+            result["visible"] = ~mask.reshape(x.shape[0], -1).to(x.device)
         return result
 
     def padding_mask(self, valid: list[int], length: int) -> torch.Tensor | None:
@@ -123,36 +121,21 @@ class BrainLM(BrainModel):
             return (out["tokens"] * w).sum(1) / w.sum(1).clamp_min(1)
         return super().pool(out, pooling)
 
-    def decode(self, latent: torch.Tensor, keep: torch.Tensor, n_patches: int) -> torch.Tensor:
-        """Predicted patch values ``[B, R·P, patch]`` for every token, from the encoder output of ``keep``."""
-        B = latent.shape[0]
-        n_tokens = self.n_regions * n_patches
-        y = self.decoder_embed(latent)
-        full = self.mask_token.expand(B, n_tokens, -1).clone()
-        full.scatter_(1, keep.unsqueeze(-1).expand(-1, -1, y.shape[-1]), y[:, 1:])
-        full = full + self._positions(self.decoder_xyz, y.shape[-1], n_patches, latent.device)
-        full = torch.cat([y[:, :1], full], dim=1)
-        for blk in self.decoder_blocks:
-            full = blk(full)
-        return self.decoder_pred(self.decoder_norm(full))[:, 1:]
-
     def reconstruct(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Encode the visible tokens ``keep`` and predict all patches ``[B, R·P, patch]``."""
-        latent = self.forward_features(x, keep=keep)
-        return self.decode(latent, keep, x.shape[-1] // self.patch)
+        return self.forward_head(self.forward_visible(x, keep), keep, self.n_regions * (x.shape[-1] // self.patch))
 
 
 class MaskedReconstruction(Objective):
     """BrainLM's objective: hide patches at random (``mask_ratio``) or in the future (``future_patches``),
     reconstruct them with the decoder, MSE on hidden patches that hold data (padding excluded)."""
 
+    family = "BrainLM"
     recipe = {"lr": 1e-3, "start_lr": 0.0, "min_lr": 1e-6, "warmup": 0.05, "weight_decay": 0.05,
               "final_weight_decay": 0.05, "betas": (0.9, 0.95), "grad_clip": 1.0}
     defaults = {"mask_ratio": 0.75, "future_patches": 0, "future_probability": 0.0}
 
     def forward(self, x, valid, info):
-        from brainfm_cli.masking.random import future_mask, random_mask
-
         model: BrainLM = self.model
         B, R, T = x.shape
         P = T // model.patch

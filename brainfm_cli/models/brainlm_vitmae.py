@@ -13,15 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainfm_cli.engine.objective import Objective
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.layers import Block, init_vit_weights, sincos_2d
 from brainfm_cli.masking.random import TokenMask, random_mask
 from brainfm_cli.models._mae import MaskedAutoencoder
 from brainfm_cli.models._space import read_coordinates
-from brainfm_cli.models.base import BrainModel, Encoded
+from brainfm_cli.models.base import BrainModel
 from brainfm_cli.models.card import ModelCard
 from brainfm_cli.models.checkpoint import Checkpoint, strip_prefix
+from brainfm_cli.models.objective import Objective
 
 SCALE = 5.6430855  # the authors' tutorial divides the scaled recordings by this before the model
 PAD_VALUE = -1.0
@@ -84,8 +84,13 @@ class BrainLMViTMAE(MaskedAutoencoder, BrainModel):
         extra_c = self.size - x.shape[2] - 2 * c
         return F.pad(img, (c, c + extra_c, r, r + extra_r), value=PAD_VALUE)
 
-    def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, 1 + K, D]`` after the final norm, CLS first, for the patches in ``keep`` (all when None)."""
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, 1 + N, D]`` after the final norm, CLS first (the released models have no padding mask)."""
+        self.refuse_mask(mask)
+        return self.encode_image(self.to_image(x))
+
+    def forward_visible(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``[B, 1 + K, D]`` for the image patches in ``keep [B, K]`` only (masked reconstruction)."""
         return self.encode_image(self.to_image(x), keep)
 
     def encode_image(self, img: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -104,12 +109,6 @@ class BrainLMViTMAE(MaskedAutoencoder, BrainModel):
         start = end - n_trs
         n = (patch_end - start) // p + (1 if start % p else 0)
         return list(range(patch_end // p - n, patch_end // p))
-
-    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
-        if mask is not None:
-            raise BrainfmError(f"{self.card.name} has no padding mask", fix="give full-length windows")
-        out = self.forward_features(x)
-        return {"cls": out[:, 0], "tokens": out[:, 1:]}
 
     def patchify(self, img: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` → ``[B, N, p·p·C]`` in Hugging Face's (row, col, channel) pixel order."""
@@ -190,6 +189,7 @@ class PixelReconstruction(Objective):
     columns covering the last TRs), reconstruct pixels; MSE over hidden pixels inside the 424×200 data area,
     on the channel mean (the authors' loss)."""
 
+    family = "BrainLM ViT-MAE"
     recipe = {"lr": 1e-4, "start_lr": 0.0, "min_lr": 1e-6, "warmup": 0.05, "weight_decay": 0.05,
               "final_weight_decay": 0.05, "betas": (0.9, 0.95), "grad_clip": 1.0}
     defaults = {"mask_ratio": 0.75, "future_trs": 0, "future_probability": 0.0}
@@ -210,7 +210,7 @@ class PixelReconstruction(Objective):
         model: BrainLMViTMAE = self.model
         keep = tm.keep.to(x.device)
         img = model.to_image(x)
-        pred = model.decode(model.encode_image(img, keep), keep)
+        pred = model.forward_head(model.encode_image(img, keep), keep, model.grid ** 2)
         B, N, _ = pred.shape
         p2 = model.patch ** 2
         pred = pred.view(B, N, p2, model.channels).mean(-1)

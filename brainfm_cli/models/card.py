@@ -70,6 +70,7 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    sizes: dict[str, dict[str, Any]] = field(default_factory=dict)  # named presets: architecture overrides
     path: str | None = None
 
     def to_dict(self) -> dict:
@@ -80,9 +81,20 @@ class ModelCard:
         return out
 
     def with_architecture(self, **overrides) -> "ModelCard":
+        """The card with architecture keys replaced; ``size=NAME`` of one of ``sizes`` applies that preset first
+        (keys given beside it win)."""
         arch = copy.deepcopy(self.architecture)
+        if overrides.get("size") in self.sizes:
+            arch.update(copy.deepcopy(self.sizes[overrides["size"]]))
         arch.update(overrides)
         return replace(self, architecture=arch)
+
+    def with_size(self, name: str) -> "ModelCard":
+        """The card at one of its named sizes (``tiny``, ``small``, …, the published one)."""
+        if name not in self.sizes:
+            raise BrainfmError(f"{self.name} has no size '{name}'",
+                               fix=f"use one of {', '.join(self.sizes) or '(none: this card has one size)'}")
+        return self.with_architecture(size=name)
 
     def with_input(self, **overrides) -> "ModelCard":
         return replace(self, input=replace(self.input, **overrides))
@@ -146,3 +158,30 @@ def get_card(name: str | Path) -> ModelCard:
     close = difflib.get_close_matches(text.lower(), list(cards), n=3, cutoff=0.4)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise BrainfmError(f"unknown model '{text}'", fix=f"{hint}'brainfm models' lists them all")
+
+
+def require_keys(arch: dict, keys, family: str) -> None:
+    """A family's architecture must name every key it builds from (cards carry their sizes as data)."""
+    missing = [k for k in keys if k not in arch]
+    if missing:
+        raise BrainfmError(f"{family} architecture lacks {missing}",
+                           fix="give the keys in the card or with --arch key=value, or pick a size with --size")
+
+
+WIDTH_HEADS = (("embed_dim", "num_heads"), ("decoder_dim", "decoder_heads"), ("predictor_dim", "predictor_heads"))
+
+
+def check_architecture(card: ModelCard) -> None:
+    """Values that must agree with each other, checked before anything is built (widths divisible by heads,
+    positive sizes), so a bad ``--arch`` is a message, not a traceback from a layer."""
+    a = card.architecture
+    for key in ("embed_dim", "depth", "num_heads", "decoder_dim", "decoder_depth", "decoder_heads", "predictor_dim",
+                "predictor_depth", "predictor_heads"):
+        if key in a and not (isinstance(a[key], int) and not isinstance(a[key], bool) and a[key] > 0):
+            raise BrainfmError(f"{card.name}: {key} must be a positive integer, not {a[key]!r}",
+                               fix=f"e.g. --arch {key}={4 if 'heads' in key else 64}")
+    for width, heads in WIDTH_HEADS:
+        if width in a and heads in a and a[width] % a[heads]:
+            divisors = [h for h in range(1, min(a[width], 64) + 1) if a[width] % h == 0]
+            raise BrainfmError(f"{card.name}: {width}={a[width]} is not divisible by {heads}={a[heads]}",
+                               fix=f"choose {heads} among {', '.join(map(str, divisors[-6:]))}, or another {width}")

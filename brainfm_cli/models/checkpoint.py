@@ -8,7 +8,6 @@ architecture and input space it belongs to.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from brainfm_cli.errors import BrainfmError
+from brainfm_cli.io.files import atomic_path
+from brainfm_cli.io.provenance import sha256sum
 
 FORMAT = "brainfm"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -43,14 +44,6 @@ class Checkpoint:
         if isinstance(self.state.get("brainfm_card"), str):
             return json.loads(self.state["brainfm_card"])
         return None
-
-
-def sha256sum(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_hf(uri: str) -> Path:
@@ -191,7 +184,6 @@ def save_checkpoint(state_dict: dict, card: dict, path: str | Path, extra: dict[
     from safetensors.torch import save_file
 
     from brainfm_cli import __version__
-    from brainfm_cli.data.io import atomic_path
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     meta = {"format": FORMAT, "brainfm_version": __version__, "card": json.dumps(card, sort_keys=True)}

@@ -17,38 +17,28 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from brainfm_cli.engine.objective import Objective
+from brainfm_cli.data.voxels import VoxelSet, check_voxel_set, read_voxel_set
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.layers import Block, init_vit_weights, sincos_1d
 from brainfm_cli.masking import gather_tokens
+from brainfm_cli.masking.random import random_mask
 from brainfm_cli.models._mae import MaskedAutoencoder
-from brainfm_cli.models.base import BrainModel, Encoded
-from brainfm_cli.models.card import ModelCard
+from brainfm_cli.models.base import BrainModel
+from brainfm_cli.models.card import ModelCard, require_keys
 from brainfm_cli.models.checkpoint import Checkpoint, strip_prefix
+from brainfm_cli.models.objective import Objective
 
 log = logging.getLogger("brainfm.models")
 
-# size presets (a card's ``size`` starts with the preset's name); card keys override them
-SIZES = {
-    "small": dict(embed_dim=256, depth=6, num_heads=8, decoder_dim=128, decoder_depth=2, decoder_heads=4),
-    "published": dict(embed_dim=1024, depth=24, num_heads=16, decoder_dim=512, decoder_depth=8, decoder_heads=16),
-}
-REQUIRED = ("embed_dim", "depth", "num_heads", "decoder_dim", "decoder_depth", "decoder_heads")
+# mlp_ratio 1.0 is the authors' code (config.py); the paper's "303M" would be ViT-L's 4.0
+REQUIRED = ("embed_dim", "depth", "num_heads", "decoder_dim", "decoder_depth", "decoder_heads", "mlp_ratio",
+            "patch_size", "norm_eps")
 
 
 def resolve_architecture(arch: dict) -> dict:
-    """The card's architecture with its ``size`` preset filled in (explicit keys win)."""
-    preset = str(arch.get("size") or "").split(" ")[0]  # "published (1024 wide, …)" → "published"
-    out = {**SIZES.get(preset, {}), **arch}
-    missing = [k for k in REQUIRED if k not in out]
-    if missing:
-        raise BrainfmError(f"SC-MBM architecture lacks {missing} (size '{arch.get('size')}')",
-                           fix=f"set size to one of {', '.join(SIZES)} or give the keys explicitly")
-    out.setdefault("mlp_ratio", 1.0)  # the authors' code (config.py); the paper's "303M" would be ViT-L's 4.0
-    out.setdefault("decoder_mlp_ratio", out["mlp_ratio"])
-    out.setdefault("patch_size", 16)
-    out.setdefault("norm_eps", 1e-5)
-    return out
+    """The card's architecture, checked; the decoder's MLP ratio defaults to the encoder's."""
+    require_keys(arch, REQUIRED, "SC-MBM")
+    return {"decoder_mlp_ratio": arch["mlp_ratio"], **arch}
 
 
 def default_patches(n_voxels: int, patch: int) -> int:
@@ -100,8 +90,6 @@ class SCMBM(MaskedAutoencoder, BrainModel):
         """``voxels``: the voxel set of the input (a ``VoxelSet`` or a voxel list file, e.g. from ``--roi-mask``),
         else the file the card's ``architecture.voxels`` names. A card that records its voxel set (a trained
         model) refuses any other; a card that does not (a new model, the authors' weights) takes it on."""
-        from brainfm_cli.data.voxels import VoxelSet, check_voxel_set, read_voxel_set
-
         arch = resolve_architecture(card.architecture)
         space = card.input
         if voxels is None and space.voxels is None and arch.get("voxels"):
@@ -127,10 +115,6 @@ class SCMBM(MaskedAutoencoder, BrainModel):
                                "count)")
         if V < (L - 1) * p:
             log.warning("%s: %d voxels are wrap-padded to %d values (%d copies)", card.name, V, L * p, L * p - V)
-        for width, heads in (("embed_dim", "num_heads"), ("decoder_dim", "decoder_heads")):
-            if int(arch[width]) % int(arch[heads]):
-                raise BrainfmError(f"{card.name}: width {arch[width]} is not divisible by {arch[heads]} heads",
-                                   fix=f"set --arch {heads}=N to a divisor of {arch[width]}")
         card = replace(card.with_architecture(**arch), embedding={**card.embedding, "width": int(arch["embed_dim"])})
         return cls(card)
 
@@ -199,20 +183,19 @@ class SCMBM(MaskedAutoencoder, BrainModel):
         return (torch.arange(self.n_patches * self.patch, device=self.wrap.device) < self.n_voxels
                 ).reshape(self.n_patches, self.patch).float()
 
-    def forward_features(self, v: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, 1 + K, D]`` after the final norm, CLS first, for the patches ``keep [B, K]`` (all when None)."""
-        return self.encode_patches(self.patch_embed(self.padded(v)[:, None, :]).transpose(1, 2), keep)
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, 1 + L, D]`` after the final norm, CLS first, for ``x [B, V, 1]`` (SC-MBM has no padding mask)."""
+        self.refuse_mask(mask)
+        return self.forward_visible(x)
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
-        if mask is not None:
-            raise BrainfmError(f"{self.card.name} has no padding mask", fix="give whole samples")
+    def forward_visible(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, 1 + K, D]`` for the patches ``keep [B, K]`` only (all when None)."""
         self.check_input(x)
-        out = self.forward_features(x[..., 0])
-        return {"cls": out[:, 0], "tokens": out[:, 1:]}
+        return self.encode_patches(self.patch_embed(self.padded(x[..., 0])[:, None, :]).transpose(1, 2), keep)
 
-    def reconstruct(self, v: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Encode the visible patches ``keep`` of ``v [B, V]`` and predict every patch ``[B, L, p]``."""
-        return self.decode(self.forward_features(v, keep), keep)
+    def reconstruct(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Encode the visible patches ``keep`` of ``x [B, V, 1]`` and predict every patch ``[B, L, p]``."""
+        return self.forward_head(self.forward_visible(x, keep), keep, self.n_patches)
 
     def convert_foreign(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
         """The authors' ``fmri_encoder.pth`` (``model``: MAEforFMRI keys) or a bare state dict → ours.
@@ -247,17 +230,13 @@ class MaskedVoxelModelling(Objective):
     ``int(L·(1 − ratio))``), reconstruct their voxels, MSE over hidden patches only. Wrap-padding copies are
     left out of the loss (``padding_in_loss: true`` counts them, as the authors' code does)."""
 
+    family = "SC-MBM"
     recipe = {"lr": 2.5e-4, "start_lr": 0.0, "min_lr": 0.0, "warmup": 40 / 500, "weight_decay": 0.05,
               "final_weight_decay": 0.05, "betas": (0.9, 0.95), "grad_clip": 0.8}
     defaults = {"mask_ratio": 0.75, "padding_in_loss": False}
 
     def __init__(self, model: SCMBM, options: dict):
-        super().__init__(model)
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise BrainfmError(f"unknown SC-MBM objective options {sorted(unknown)}",
-                               fix=f"valid: {', '.join(self.defaults)}")
-        self.options = {**self.defaults, **options}
+        super().__init__(model, options)
         ratio = float(self.options["mask_ratio"])
         keep = int(model.n_patches * (1 - ratio))
         if not 0 < keep < model.n_patches:
@@ -265,15 +244,13 @@ class MaskedVoxelModelling(Objective):
                                fix="choose a ratio that hides some patches and keeps at least one (e.g. 0.75)")
 
     def forward(self, x, valid, info):
-        from brainfm_cli.masking.random import random_mask
-
         model: SCMBM = self.model
         model.check_input(x)
         v = x[..., 0]
         tm = random_mask(v.shape[0], model.n_patches, float(self.options["mask_ratio"]), info.generator,
                          keep_floor=True)
         keep, masked = tm.keep.to(x.device), tm.masked.to(x.device)
-        pred = model.reconstruct(v, keep)
+        pred = model.reconstruct(x, keep)
         weights = None if self.options["padding_in_loss"] else model.voxel_weights()
         loss = masked_voxel_loss(pred, model.patchify(v), masked, weights)
         return loss, {"loss": float(loss.detach())}

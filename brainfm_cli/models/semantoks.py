@@ -31,30 +31,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainfm_cli.engine.objective import Objective
+from brainfm_cli.atlases import load_atlas
 from brainfm_cli.errors import BrainfmError
+from brainfm_cli.io.files import read_tsv
 from brainfm_cli.layers import Block, Linear, sincos_1d
 from brainfm_cli.layers.sgconv import SGConv
+from brainfm_cli.masking.semantoks import slice_masks
 from brainfm_cli.models.base import BrainModel, Encoded
-from brainfm_cli.models.card import ModelCard
+from brainfm_cli.models.card import ModelCard, require_keys
 from brainfm_cli.models.checkpoint import Checkpoint, strip_prefix
+from brainfm_cli.models.objective import MomentumSchedule, Objective
 
-DEFAULTS = dict(mlp_ratio=4.0, layer_scale=0.1, norm_eps=1e-5, conv_kernel=3, sgconv_kernel=4, sgconv_scales=3,
-                sgconv_decay=[2.0, 2.0], projection_hidden_dim=1024, projection_dim=128)
-REQUIRED = ("embed_dim", "depth", "num_heads")
+REQUIRED = ("embed_dim", "depth", "num_heads", "mlp_ratio", "layer_scale", "norm_eps", "conv_kernel", "sgconv_kernel",
+            "sgconv_scales", "sgconv_decay", "projection_hidden_dim", "projection_dim")
 AUTHORS_ATLASES = ("schaefer400", "tian3", "buckner7")  # their tokeniser copies; only the first is ever used
 UNASSIGNED = {"", "unassigned", "none", "n/a", "na", "nan", "unknown", "other", "undefined"}
 
 
 def resolve_architecture(arch: dict) -> dict:
-    out = {**DEFAULTS, **arch}
-    missing = [k for k in REQUIRED if k not in out]
-    if missing:
-        raise BrainfmError(f"Brain-Semantoks architecture lacks {missing}", fix="give them in the card or --arch")
-    if int(out["embed_dim"]) % 2:
-        raise BrainfmError(f"Brain-Semantoks needs an even width (two tokeniser branches), got {out['embed_dim']}",
+    """The card's architecture, checked (every key is card data)."""
+    require_keys(arch, REQUIRED, "Brain-Semantoks")
+    if int(arch["embed_dim"]) % 2:
+        raise BrainfmError(f"Brain-Semantoks needs an even width (two tokeniser branches), got {arch['embed_dim']}",
                            fix="choose an even embed_dim")
-    return out
+    return dict(arch)
 
 
 # --- networks ---------------------------------------------------------------------------------------------
@@ -109,8 +109,6 @@ def expand_runs(runs) -> list[int]:
 
 
 def _networks_from_tsv(path: Path) -> tuple[list, list | None]:
-    from brainfm_cli.data.io import read_tsv
-
     table = read_tsv(path)
     if "network" not in table.columns:
         raise BrainfmError(f"the labels TSV has no 'network' column (has {list(table.columns)})", path=path,
@@ -135,8 +133,6 @@ def resolve_networks(card: ModelCard, networks=None) -> tuple[list[int], list[st
             raise BrainfmError(f"{card.name} needs the network of each region ({where})",
                                fix="set architecture.networks in the card, or pass networks= (labels per region or a "
                                "labels TSV with a 'network' column)")
-        from brainfm_cli.atlases import load_atlas
-
         atlas = load_atlas(card.input.atlas)
         if atlas.networks is None:
             raise BrainfmError(f"atlas {atlas.name} has no network labels; Brain-Semantoks tokenises per network",
@@ -283,11 +279,6 @@ class Semantoks(BrainModel):
         for blk in self.blocks:
             h = blk(h)
         return self.norm(h)
-
-    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
-        """``cls [B, D]`` and ``tokens [B, N·P, D]`` (network-major ``n·P + p``), both after the final norm."""
-        out = self.forward_features(x, mask)
-        return {"cls": out[:, 0], "tokens": out[:, 1:]}
 
     def pool(self, out: Encoded, pooling: str) -> torch.Tensor:
         if pooling == "cls_avg":
@@ -446,19 +437,12 @@ def augment(x: torch.Tensor, g: torch.Generator, region_drop: float = 0.1, time_
     return out
 
 
-def clone_module(module: nn.Module, build) -> nn.Module:
-    """A fresh copy with the same parameters and buffers (``deepcopy`` cannot copy oneDNN-packed weights)."""
-    twin = build()
-    twin.load_state_dict(module.state_dict())
-    return twin.to(next(module.parameters()).device).train(module.training)
-
-
 class SelfDistillation(Objective):
     """SimDINO-style self-distillation with coding-rate losses (the authors' ``SimDINOModel``).
 
     Per step: two crops of the card's length from each sample (``sample_length`` TRs drawn by the engine), each
-    augmented; the EMA teacher encodes them unmasked, the student under slice masks on a Bernoulli
-    (``masking_frequency``) subset of batches (the authors' per-batch coin), else unmasked. Losses: the CLS
+    augmented; the EMA teacher (``teacher``, ``teacher_head``: copies the engine makes) encodes them unmasked,
+    the student under slice masks on a Bernoulli (``masking_frequency``) subset of batches (the authors' per-batch coin), else unmasked. Losses: the CLS
     self-distillation loss on the L2-normalised head outputs; the temporal regulariser (tokens averaged over
     patches, the same loss on ``[B·N]`` network features) weighted by ``ttr_weight`` decaying to 0 over the first
     ``ttr_fraction`` of training; on masked batches ``mask_loss_weight`` × the masked-token loss. The teacher
@@ -470,37 +454,28 @@ class SelfDistillation(Objective):
     published 1.4e-3 at batch 512 (the authors scale ``7e-4·batch/256``; pass ``--lr`` for other batches).
     """
 
+    family = "Brain-Semantoks"
     recipe = {"lr": 1.4e-3, "start_lr": 0.0, "min_lr": 0.0, "warmup": 0.03, "weight_decay": 0.05,
               "final_weight_decay": 0.3, "betas": (0.9, 0.999), "grad_clip": 1.0}
     defaults = {"sample_length": 180, "masking_frequency": 0.5, "mask_ratio": [0.65, 0.85], "mask_loss_weight": 0.5,
                 "ttr_weight": 0.5, "ttr_fraction": 0.05, "momentum": 0.99, "coding_eps": 0.05, "coeff": 1.0,
                 "region_drop": 0.1, "time_drop": 0.3, "scale": [0.8, 1.2], "noise": 0.1}
 
+    teachers = {"teacher": "model", "teacher_head": "head"}
+
     def __init__(self, model: Semantoks, options: dict):
-        super().__init__(model)
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise BrainfmError(f"unknown Brain-Semantoks objective options {sorted(unknown)}",
-                               fix=f"valid: {', '.join(self.defaults)}")
-        self.options = {**self.defaults, **options}
+        super().__init__(model, options)
         if int(self.options["sample_length"]) < model.card.input.seq_len:
             raise BrainfmError(f"sample_length {self.options['sample_length']} is shorter than one crop "
                                f"({model.card.input.seq_len})", fix="give sample_length ≥ the model's length")
         a = model.card.architecture
         self.head = ProjectionHead(model.embed_dim, int(a["projection_hidden_dim"]), int(a["projection_dim"]))
-        self.teacher = clone_module(model, lambda: type(model)(model.card))
-        self.teacher_head = clone_module(self.head, lambda: ProjectionHead(model.embed_dim, self.head.fc1.out_features,
-                                                                           self.head.fc2.out_features))
-        for p in itertools.chain(self.teacher.parameters(), self.teacher_head.parameters()):
-            p.requires_grad_(False)
 
     @property
     def sample_length(self) -> int:
         return int(self.options["sample_length"])
 
     def forward(self, x, valid, info):
-        from brainfm_cli.masking.semantoks import slice_masks
-
         model: Semantoks = self.model
         o, g = self.options, info.generator
         B, L = x.shape[0], model.card.input.seq_len
@@ -541,18 +516,8 @@ class SelfDistillation(Objective):
                       "ttr_loss": float(ttr.detach()), "ttr_weight": w, "masked_loss": float(masked.detach()),
                       "masking": float(masking)}
 
-    def momentum(self, step: int, total: int) -> float:
-        from brainfm_cli.engine.schedules import cosine
-
-        return cosine(step, total, float(self.options["momentum"]), 1.0)
-
-    @torch.no_grad()
-    def after_step(self, info) -> dict[str, float]:
-        m = self.momentum(info.step, info.total)
-        for student, teacher in ((self.model, self.teacher), (self.head, self.teacher_head)):
-            for q, k in zip(student.parameters(), teacher.parameters()):
-                k.mul_(m).add_(q.detach(), alpha=1.0 - m)
-        return {"ema_momentum": m}
+    def momentum_schedule(self) -> MomentumSchedule:
+        return MomentumSchedule("cosine", float(self.options["momentum"]), 1.0)
 
     def export_model(self) -> Semantoks:
         return self.teacher

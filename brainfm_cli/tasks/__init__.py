@@ -1,0 +1,1 @@
+"""One module or package per command; each takes an options object and makes the outputs the command promises."""

@@ -9,23 +9,31 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from brainfm_cli import __version__
-from brainfm_cli.data.bids import RunFilter
+from brainfm_cli.atlases import load_atlas
+from brainfm_cli.data.clean import CleanParams
+from brainfm_cli.data.corpus import check_regions
+from brainfm_cli.data.extract import extract_run
 from brainfm_cli.data.preprocess import Preprocessor, Window
-from brainfm_cli.data.timeseries import RegionTimeseries
+from brainfm_cli.data.voxels import RoiSpec, extract_voxel_run
+from brainfm_cli.device import autocast, describe, resolve_dtype
 from brainfm_cli.errors import BrainfmError
+from brainfm_cli.io.bids import RunFilter, discover_bold, parse_entities
+from brainfm_cli.io.files import TsvStream, atomic_group, json_text, sidecar_path
+from brainfm_cli.io.nifti import is_nifti, load_bold
+from brainfm_cli.io.provenance import generated_by
+from brainfm_cli.io.timeseries import RegionTimeseries, discover_timeseries, read_timeseries
+from brainfm_cli.models import get_card, load
 
 log = logging.getLogger("brainfm.embed")
 
 ID_COLUMNS = ("participant_id", "session_id", "task", "run", "window", "source")
-NIFTI = (".nii", ".nii.gz")
 
 
 @dataclass
@@ -39,6 +47,12 @@ class RunSource:
 
 @dataclass
 class EmbedOptions:
+    """Everything ``embed`` needs besides its inputs and output: the model and its weights, how windows are cut,
+    pooled and aggregated, compute, the BIDS filters, and how NIfTI inputs are parcellated (atlas, confounds, or
+    the voxels inside ``roi``, a ``data.voxels.RoiSpec``). Values are checked here, once."""
+
+    model: str
+    weights: str | None = None
     pooling: str | None = None
     window: int | None = None
     stride: int | None = None
@@ -50,6 +64,20 @@ class EmbedOptions:
     tr: float | None = None
     seed: int = 0
     average_window: float | None = None  # seconds; for models that average runs over windows (SC-MBM)
+    filters: RunFilter = field(default_factory=RunFilter)
+    space: str | None = None
+    atlas: str | None = None
+    atlas_labels: str | None = None
+    confounds: str = "none"
+    space_args: dict = field(default_factory=dict)  # the family's input-space arguments (coords=, gradients=)
+    roi: RoiSpec | None = None
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if self.aggregate not in ("none", "mean"):
+            raise BrainfmError(f"unknown --aggregate '{self.aggregate}'", fix="use none or mean")
+        if self.batch_size < 1:
+            raise BrainfmError("--batch-size must be at least 1", fix="e.g. --batch-size 8")
 
 
 def read_path_list(stream) -> list[str]:
@@ -64,9 +92,6 @@ def discover_sources(inputs: list[str], filters: RunFilter, space: str | None, a
                      tr: float | None, roi=None) -> list[RunSource]:
     """Region time-series TSVs (files or derivatives folders) and BOLD runs (parcellated on the fly, or their
     voxels inside ``roi`` — a ``data.voxels.RoiSpec`` — taken as the regions)."""
-    from brainfm_cli.data.bids import discover_bold
-    from brainfm_cli.data.timeseries import discover_timeseries, read_timeseries
-
     if inputs == ["-"]:
         inputs = read_path_list(sys.stdin)
     tables, images = [], []
@@ -74,21 +99,16 @@ def discover_sources(inputs: list[str], filters: RunFilter, space: str | None, a
         p = Path(item)
         if p.is_dir():
             (tables if any(p.rglob("*_timeseries.tsv")) else images).append(item)
-        elif item.endswith(NIFTI):
+        elif is_nifti(item):
             images.append(item)
         else:
             tables.append(item)
     sources: list[RunSource] = []
     if tables:
-        from brainfm_cli.data.bids import parse_entities
-
         for f in discover_timeseries(tables, filters):
             entities = parse_entities(f.name)[0]
             sources.append(RunSource(f, entities, lambda f=f: read_timeseries(f, tr=tr)))
     if images:
-        from brainfm_cli.data.parcellate import extract_run
-        from brainfm_cli.data.voxels import extract_voxel_run
-
         for run in discover_bold(images, filters, space):
             loader = (lambda run=run: extract_voxel_run(run, roi, clean)) if roi is not None else \
                 (lambda run=run: extract_run(run, atlas_factory(), clean))
@@ -97,30 +117,6 @@ def discover_sources(inputs: list[str], filters: RunFilter, space: str | None, a
         raise BrainfmError("--roi-mask/--roi-atlas select voxels of NIfTI runs, and no NIfTI run was given",
                            fix="give BOLD runs, or drop the option (voxel TSVs from 'brainfm voxels' hold the voxels)")
     return sources
-
-
-def check_regions(ts: RegionTimeseries, card, expected: list[str] | None, source) -> pd.DataFrame:
-    """The run's columns must be the model's regions: same count, and same names where the atlas is known."""
-    cols = list(ts.data.columns)
-    space = card.input
-    if space.voxels and space.voxels.get("sha256"):
-        from brainfm_cli.data.voxels import check_voxel_set
-
-        check_voxel_set(space.voxels, cols, card.name, source)
-        return ts.data
-    if len(cols) != space.n_regions:
-        where = space.atlas or space.atlas_description
-        raise BrainfmError(f"{len(cols)} regions, but {card.name} needs {space.n_regions} ({where})", path=source,
-                           fix="parcellate with the model's atlas" + (f": brainfm parcellate … --atlas {space.atlas}"
-                                                                       if space.atlas else f" ({where})"))
-    if expected is None or cols == expected:
-        return ts.data
-    if set(cols) == set(expected):
-        log.warning("%s: regions are in another order than %s's atlas; re-ordered", Path(source).name, card.name)
-        return ts.data[expected]
-    diff = [c for c in cols if c not in set(expected)][:4]
-    raise BrainfmError(f"region names differ from {card.name}'s atlas {space.atlas} (e.g. {diff})", path=source,
-                       fix=f"parcellate with --atlas {space.atlas}")
 
 
 def _id_columns(sources: list[RunSource], aggregate: str) -> list[str]:
@@ -169,8 +165,6 @@ def embed_rows(model, sources, prep, expected, opts: EmbedOptions, on_run=None) 
     """Yield embedding rows (a DataFrame per batch, or per run with ``aggregate='mean'``)."""
     import torch
 
-    from brainfm_cli.engine.device import autocast, resolve_dtype
-
     pooling = opts.pooling or model.default_pooling
     if pooling not in model.poolings:
         raise BrainfmError(f"{model.card.name} has no pooling '{pooling}'", fix=f"use one of {', '.join(model.poolings)}")
@@ -179,7 +173,6 @@ def embed_rows(model, sources, prep, expected, opts: EmbedOptions, on_run=None) 
     id_cols = _id_columns(sources, opts.aggregate)
     pending: dict[int, list] = {}  # run index → pooled vectors, for aggregate=mean
     order = {id(s): i for i, s in enumerate(sources)}
-    emitted = 0
 
     def frame(ids: list[dict], vectors: np.ndarray, token_rows: bool) -> pd.DataFrame:
         head = pd.DataFrame(ids)[[c for c in id_cols]]
@@ -209,7 +202,6 @@ def embed_rows(model, sources, prep, expected, opts: EmbedOptions, on_run=None) 
                                 pooling == "tokens")
                 continue
             ids = [_ids(source, w.index) for source, w, _ in batch]
-            emitted += len(ids)
             yield frame(ids, vectors, pooling == "tokens")
     for i in sorted(pending):
         yield frame([_ids(sources[i], None)], np.mean(pending.pop(i), axis=0, keepdims=True), pooling == "tokens")
@@ -224,35 +216,20 @@ def _averaged(card, window: float | None):
                            "that average runs over windows (SC-MBM)", fix="drop --average-window")
     if window <= 0:
         raise BrainfmError(f"--average-window must be a positive number of seconds, not {window}", fix="e.g. 8")
-    from dataclasses import replace
-
     return replace(card.input, tr=float(window))
 
 
-def embed(inputs: list[str], output: str, model_name: str, weights: str | None = None,
-          opts: EmbedOptions | None = None, filters: RunFilter | None = None, space: str | None = None,
-          atlas: str | None = None, atlas_labels: str | None = None, confounds: str = "none",
-          space_args: dict | None = None, overwrite: bool = False, on_run=None, on_start=None, roi=None) -> dict:
-    """Embed every selected run with ``model_name`` into ``output`` (a TSV path, or ``-`` for stdout).
-
-    ``roi`` (a ``data.voxels.RoiSpec``): embed the voxels inside it; the model is built for the voxel set it
+def embed(inputs: list[str], output: str, opts: EmbedOptions, on_run: Callable[[], None] | None = None,
+          on_start: Callable[[int], None] | None = None) -> dict:
+    """Embed every selected run with ``opts.model`` into ``output`` (a TSV path, or ``-`` for stdout); returns the
+    sidecar. With ``opts.roi`` the voxels inside it are embedded: the model is built for the voxel set the ROI
     gives on the first run's grid (a trained voxel model checks that it is its own)."""
-    from brainfm_cli.atlases import load_atlas
-    from brainfm_cli.data.io import TsvStream, atomic_group, json_text, sidecar_path
-    from brainfm_cli.data.parcellate import CleanParams
-    from brainfm_cli.engine.device import describe, resolve_dtype
-    from brainfm_cli.models import get_card, load
-
-    opts = opts or EmbedOptions()
-    if opts.aggregate not in ("none", "mean"):
-        raise BrainfmError(f"unknown --aggregate '{opts.aggregate}'", fix="use none or mean")
-    if opts.batch_size < 1:
-        raise BrainfmError("--batch-size must be at least 1", fix="e.g. --batch-size 8")
+    model_name, weights, atlas, roi = opts.model, opts.weights, opts.atlas, opts.roi
     out_path = None if output == "-" else Path(output)
     if out_path is not None:
         if out_path.is_dir():
             raise BrainfmError("the output is a folder", path=out_path, fix="give a file name such as embeddings.tsv")
-        if out_path.exists() and not overwrite:
+        if out_path.exists() and not opts.overwrite:
             raise BrainfmError("the output file already exists", path=out_path, fix="pass --overwrite or choose another -o")
     card = get_card(model_name)
     atlas_name = atlas or card.input.atlas
@@ -266,21 +243,19 @@ def embed(inputs: list[str], output: str, model_name: str, weights: str | None =
             raise BrainfmError(f"{card.name} works in {card.input.atlas_description}, which brainfm cannot fetch",
                                fix="parcellate the run yourself, or give that atlas: --atlas FILE.nii.gz --atlas-labels "
                                "FILE.tsv")
-        a = load_atlas(atlas_name, atlas_labels)
+        a = load_atlas(atlas_name, opts.atlas_labels)
         if a.n_regions != card.input.n_regions:
             raise BrainfmError(f"atlas {a.name} has {a.n_regions} regions; {card.name} needs {card.input.n_regions}",
                                fix=f"use the model's atlas ({card.input.atlas or card.input.atlas_description})")
         return a
 
-    clean = CleanParams(confounds=confounds, tr=opts.tr)
-    sources = discover_sources(inputs, filters or RunFilter(), space, atlas_factory, clean, opts.tr, roi)
-    if roi is None and any(s.path.name.endswith(NIFTI) for s in sources):
+    clean = CleanParams(confounds=opts.confounds, tr=opts.tr)
+    sources = discover_sources(inputs, opts.filters, opts.space, atlas_factory, clean, opts.tr, roi)
+    if roi is None and any(is_nifti(s.path) for s in sources):
         atlas_factory()  # a missing or mismatched atlas is reported before any weights are loaded
-    space_args = dict(space_args or {})
+    space_args = dict(opts.space_args)
     if roi is not None:
-        from brainfm_cli.data.nifti import load_bold
-
-        img = load_bold(next(s.path for s in sources if s.path.name.endswith(NIFTI)))
+        img = load_bold(next(s.path for s in sources if is_nifti(s.path)))
         space_args["voxels"] = roi.select(img.shape, img.affine)
     model = load(model_name, weights=weights, device=opts.device, **space_args)
     card = model.card
@@ -298,7 +273,7 @@ def embed(inputs: list[str], output: str, model_name: str, weights: str | None =
                        **({"voxels": card.input.voxels} if card.input.voxels else {})},
         "Preprocessing": prep.describe(), "Runs": len(sources),
         "Compute": describe(device, resolve_dtype(opts.dtype, device)),
-        "GeneratedBy": {"Name": "brainfm", "Version": __version__, "Command": "embed"},
+        "GeneratedBy": generated_by("embed"),
     }
     rows = embed_rows(model, sources, prep, expected, opts, on_run)
     if out_path is None:

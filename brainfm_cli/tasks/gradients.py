@@ -7,28 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainfm_cli import __version__
-from brainfm_cli.data.bids import RunFilter
+from brainfm_cli.data.corpus import read_corpus
 from brainfm_cli.data.gradients import GradientRecipe, compute_gradients
-from brainfm_cli.data.io import atomic_group, json_text, sidecar_path, tsv_text, write_tsv
-from brainfm_cli.data.timeseries import discover_timeseries, read_timeseries
 from brainfm_cli.errors import BrainfmError
-
-
-def read_corpus(inputs, filters: RunFilter | None = None) -> tuple[list[np.ndarray], list[str], list[str], list[Path]]:
-    """Every run of a corpus as arrays over the same regions: (runs, participant ids, region names, files)."""
-    files = discover_timeseries(inputs, filters)
-    runs, subs, regions = [], [], None
-    for f in files:
-        ts = read_timeseries(f)
-        if regions is None:
-            regions = list(ts.data.columns)
-        elif list(ts.data.columns) != regions:
-            raise BrainfmError(f"regions differ from the corpus's first file ({files[0].name})", path=f,
-                               fix="use runs parcellated with one atlas")
-        runs.append(ts.data.to_numpy())
-        subs.append(ts.participant_id)
-    return runs, subs, regions, files
+from brainfm_cli.io.files import atomic_group, json_text, sidecar_path, tsv_text, write_tsv
+from brainfm_cli.io.provenance import generated_by
 
 
 def gradients_from_corpus(inputs, output, n_components=30, sparsity=0.9, alpha=0.5, filters=None,
@@ -50,7 +33,7 @@ def gradients_from_corpus(inputs, output, n_components=30, sparsity=0.9, alpha=0
         "NumberOfRuns": len(runs),
         "NumberOfParticipants": len(set(subs)),
         "Sources": [str(f) for f in files],
-        "GeneratedBy": {"Name": "brainfm", "Version": __version__, "Command": "gradients"},
+        "GeneratedBy": generated_by("gradients"),
     }
     out = Path(output)
     with atomic_group([out, sidecar_path(out)]) as (tmp, tmp_json):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from brainfm_cli import __version__
-from brainfm_cli.data.io import atomic_write
+from brainfm_cli.io.files import atomic_write
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;

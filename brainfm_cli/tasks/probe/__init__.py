@@ -22,11 +22,11 @@ from brainfm_cli.tasks.probe.estimators import (
 )
 from brainfm_cli.tasks.probe.figures import METRIC_LABEL, verdicts
 from brainfm_cli.tasks.probe.inputs import FeatureSet, fc_features, read_embeddings, read_participants
-from brainfm_cli.tasks.probe.run import OUTPUT_FILES, probe
+from brainfm_cli.tasks.probe.run import OUTPUT_FILES, ProbeOptions, probe
 from brainfm_cli.tasks.probe.splits import ShuffledGroupKFold, StratifiedShuffledGroupKFold, assign_folds, derive_seed
 from brainfm_cli.tasks.probe.stats import classification_scores, corrected_t, holm, permutation_p
 
-__all__ = ["FeatureSet", "LogisticProbe", "METRIC_LABEL", "MlpClassifierProbe", "MlpRegressorProbe", "OUTPUT_FILES",
+__all__ = ["FeatureSet", "LogisticProbe", "METRIC_LABEL", "MlpClassifierProbe", "MlpRegressorProbe", "OUTPUT_FILES", "ProbeOptions",
            "RIDGE_SCALES", "RidgeProbe", "ShuffledGroupKFold", "StratifiedShuffledGroupKFold", "assign_folds",
            "build_setup", "classification_scores", "corrected_t", "cross_validate", "derive_seed", "fc_features", "holm",
            "logistic_Cs", "permutation_p", "probe", "read_embeddings", "read_participants", "ridge_alphas", "verdicts"]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from brainfm_cli.data.io import read_json, read_tsv, sidecar_path
+from brainfm_cli.data.connectivity import fisher_z_fc
+from brainfm_cli.data.corpus import check_same_regions
+from brainfm_cli.io.files import read_json, read_tsv, sidecar_path
+from brainfm_cli.io.provenance import sha256sum
+from brainfm_cli.io.timeseries import discover_timeseries, read_timeseries
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.tasks.probe.constants import FC_NAME, ID_COLUMNS
 
@@ -29,14 +32,6 @@ class FeatureSet:
 def normalise_participant_id(value) -> str:
     value = str(value).strip()
     return value if value.startswith("sub-") else f"sub-{value}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_participants(path) -> pd.DataFrame:
@@ -99,7 +94,7 @@ def read_embeddings(path: str) -> FeatureSet:
     model = None
     if path != "-":
         p = Path(path)
-        info["sha256"] = _sha256(p)
+        info["sha256"] = sha256sum(p)
         side = sidecar_path(p)
         if side.is_file():
             sidecar = read_json(side)
@@ -114,8 +109,6 @@ def read_embeddings(path: str) -> FeatureSet:
 
 def _run_fc(path) -> dict:
     """One run's full correlation matrix (upper triangle, Fisher z; NaN where a region is absent or constant)."""
-    from brainfm_cli.data.timeseries import read_timeseries
-
     ts = read_timeseries(path)
     if len(ts.data) < 3:
         raise BrainfmError(f"only {len(ts.data)} time points: too few for a correlation", path=ts.path,
@@ -123,11 +116,10 @@ def _run_fc(path) -> dict:
     values = ts.data.to_numpy()
     absent = np.isnan(values).all(axis=0)  # read_timeseries allows n/a only as a whole column
     flat = (values.max(axis=0) == values.min(axis=0)) & ~absent
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.corrcoef(values, rowvar=False)[np.triu_indices(values.shape[1], k=1)]
+    z = fisher_z_fc(values)[np.triu_indices(values.shape[1], k=1)]
     e = ts.entities
     atlas = ts.sidecar.get("Atlas") if isinstance(ts.sidecar, dict) else None
-    return {"regions": list(ts.data.columns), "z": np.arctanh(np.clip(r, -1 + 1e-7, 1 - 1e-7)), "absent": absent,
+    return {"regions": list(ts.data.columns), "z": z, "absent": absent,
             "flat": flat, "atlas": atlas.get("name") if isinstance(atlas, dict) else atlas,
             "ids": {"participant_id": ts.participant_id, "session_id": f"ses-{e['ses']}" if e.get("ses") else None,
                     "task": e.get("task"), "run": e.get("run"), "source": str(ts.path)}}
@@ -140,15 +132,11 @@ def fc_features(inputs, n_jobs: int = 1) -> FeatureSet:
     """
     from joblib import Parallel, delayed
 
-    from brainfm_cli.data.timeseries import discover_timeseries
-
     files = discover_timeseries(list(inputs))
     runs = Parallel(n_jobs=n_jobs)(delayed(_run_fc)(f) for f in files) if n_jobs != 1 else [_run_fc(f) for f in files]
     regions = runs[0]["regions"]
     for f, run in zip(files, runs):
-        if run["regions"] != regions:
-            raise BrainfmError(f"regions differ from those of {files[0].name}", path=f,
-                               fix="use time series parcellated with one atlas")
+        check_same_regions(run["regions"], regions, f, files[0])
     absent = np.any([run["absent"] for run in runs], axis=0)
     flat = np.any([run["flat"] for run in runs], axis=0) & ~absent
     keep = ~(absent | flat)

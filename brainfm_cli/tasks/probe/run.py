@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from brainfm_cli import __version__
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.tasks.probe.constants import CLASSIFICATION_METRICS, FC_NAME, METHOD, REGRESSION_METRICS
 from brainfm_cli.tasks.probe.cv import ModelResult, ProbeResult, compare, cross_validate, protocol
 from brainfm_cli.tasks.probe.design import ProbeSetup, build_setup
 from brainfm_cli.tasks.probe.estimators import param_grid
 from brainfm_cli.tasks.probe.figures import build_report
-from brainfm_cli.tasks.probe.inputs import _sha256, fc_features, read_embeddings, read_participants
+from brainfm_cli.io.provenance import generated_by, sha256sum
+from brainfm_cli.tasks.probe.inputs import fc_features, read_embeddings, read_participants
 
 OUTPUT_FILES = ("metrics.tsv", "metrics.json", "predictions.tsv", "comparisons.tsv", "report.html")
 
@@ -32,65 +33,92 @@ def unique_names(names: list[str], reserved: set[str]) -> list[str]:
     return out
 
 
-def probe(embeddings: list[str], participants_path, target: str, output, *, task: str | None = None,
-          baseline: str | None = None, timeseries: list[str] | None = None, folds: int = 5, repeats: int = 10,
-          permutations: int = 100, group_by: str | None = None, confounds: list[str] | None = None,
-          aggregate: str = "mean", head: str = "linear", seed: int = 0, n_jobs: int = 1, overwrite: bool = False,
-          command: str | None = None, progress: Callable[[int, int], None] | None = None) -> ProbeResult:
-    """Evaluate embeddings (and the FC baseline) against a phenotype; write metrics, predictions and a report."""
-    confounds = list(confounds or [])
-    _check_settings(embeddings, baseline, timeseries, task, aggregate, head, folds, repeats, permutations, seed,
-                    n_jobs)
+TASKS, BASELINES, AGGREGATES, HEADS = ("regression", "classification"), ("fc", "none"), ("mean", "none"), \
+    ("linear", "mlp")
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """How ``probe`` evaluates: task (None: inferred from the column), the FC baseline and its time series, the
+    grouped CV (folds × repeats), permutations, grouping and confounds, aggregation, head, seed and workers.
+    Every value is checked here, once, for the command line and the Python API alike."""
+
+    task: str | None = None
+    baseline: str | None = None
+    timeseries: tuple[str, ...] = ()
+    folds: int = 5
+    repeats: int = 10
+    permutations: int = 100
+    group_by: str | None = None
+    confounds: tuple[str, ...] = ()
+    aggregate: str = "mean"
+    head: str = "linear"
+    seed: int = 0
+    n_jobs: int = 1
+    overwrite: bool = False
+    command: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "timeseries", tuple(str(t) for t in self.timeseries or ()))
+        object.__setattr__(self, "confounds", tuple(self.confounds or ()))
+        for name, value, allowed in (("--task", self.task, (None, *TASKS)), ("--baseline", self.baseline,
+                                     (None, *BASELINES)), ("--aggregate", self.aggregate, AGGREGATES),
+                                     ("--head", self.head, HEADS)):
+            if value not in allowed:
+                raise BrainfmError(f"{name} {value!r} is not one of {', '.join(a for a in allowed if a)}",
+                                   fix=f"e.g. {name} {next(a for a in allowed if a)}")
+        if self.folds < 2 or self.repeats < 1 or self.permutations < 0 or self.seed < 0 or self.n_jobs == 0:
+            raise BrainfmError("--folds must be ≥ 2, --repeats ≥ 1, --permutations ≥ 0, --seed ≥ 0, --n-jobs ≠ 0",
+                               fix="correct the option")
+        if self.baseline == "fc" and not self.timeseries:
+            raise BrainfmError("the FC baseline needs the region time series the embeddings came from",
+                               fix="add --timeseries DIR (the output of 'brainfm parcellate'), or --baseline none")
+
+
+def probe(embeddings: list[str], participants_path, target: str, output, options: ProbeOptions | None = None, *,
+          progress: Callable[[int, int], None] | None = None, **settings) -> ProbeResult:
+    """Evaluate embeddings (and the FC baseline) against a phenotype; write metrics, predictions and a report.
+
+    ``options`` (or its fields as keywords, ``repeats=3, seed=1``) say how; ``progress(done, total)`` is told
+    of each fitted fold."""
+    o = options or ProbeOptions(**settings)
+    if sum(1 for e in embeddings if str(e) == "-") > 1:
+        raise BrainfmError("standard input ('-') given more than once", fix="pass '-' at most once")
+    if not embeddings and (not o.timeseries or o.baseline == "none"):
+        raise BrainfmError("nothing to evaluate: no embeddings file and no FC baseline",
+                           fix="give embedding TSVs, or --timeseries DIR to evaluate the FC baseline alone")
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise BrainfmError("the output exists and is not a folder", path=out, fix="choose another -o")
     existing = [f for f in OUTPUT_FILES if (out / f).exists()]
-    if existing and not overwrite:
+    if existing and not o.overwrite:
         raise BrainfmError(f"the report folder already holds {', '.join(existing)}", path=out,
                            fix="pass --overwrite or choose another -o")
     participants = read_participants(participants_path)
     feature_sets = [read_embeddings(str(p)) for p in embeddings]
-    use_fc = bool(timeseries) and baseline != "none"
+    use_fc = bool(o.timeseries) and o.baseline != "none"
     for fs, name in zip(feature_sets, unique_names([fs.name for fs in feature_sets], {FC_NAME} if use_fc else set())):
         fs.name = name
     if use_fc:
-        feature_sets.append(fc_features(timeseries, n_jobs))
-    setup = build_setup(feature_sets, participants, target, task, participants_path, group_by, confounds,
-                        aggregate, folds)
-    models = cross_validate(setup, repeats, folds, permutations, seed, head, n_jobs, progress=progress)
+        feature_sets.append(fc_features(list(o.timeseries), o.n_jobs))
+    setup = build_setup(feature_sets, participants, target, o.task, participants_path, o.group_by, list(o.confounds),
+                        o.aggregate, o.folds)
+    models = cross_validate(setup, o.repeats, o.folds, o.permutations, o.seed, o.head, o.n_jobs, progress=progress)
     metrics = REGRESSION_METRICS if setup.task == "regression" else CLASSIFICATION_METRICS
-    comparisons = compare(models, metrics, folds)
+    comparisons = compare(models, metrics, o.folds)
     settings = {
-        "command": command, "target": target, "task": setup.task, "head": head, "aggregate": aggregate,
-        "folds": folds, "repeats": repeats, "inner_folds": 5, "permutations": permutations, "seed": seed,
-        "n_jobs": n_jobs, "group_by": group_by, "confounds": confounds, "baseline": FC_NAME if use_fc else "none",
+        "command": o.command, "target": target, "task": setup.task, "head": o.head, "aggregate": o.aggregate,
+        "folds": o.folds, "repeats": o.repeats, "inner_folds": 5, "permutations": o.permutations, "seed": o.seed,
+        "n_jobs": o.n_jobs, "group_by": o.group_by, "confounds": list(o.confounds),
+        "baseline": FC_NAME if use_fc else "none",
         "participants": str(participants_path), "embeddings": [str(e) for e in embeddings],
-        "timeseries": [str(t) for t in timeseries or []],
+        "timeseries": list(o.timeseries),
     }
-    notes = _notes(setup, models, settings, baseline, timeseries)
+    notes = _notes(setup, models, settings, o.baseline, list(o.timeseries))
     result = ProbeResult(setup=setup, models=models, comparisons=comparisons, metrics=_metrics_table(models, setup),
                          predictions=_predictions_table(models, setup), settings=settings, notes=notes)
     write_outputs(result, out)
     return result
-
-
-def _check_settings(embeddings, baseline, timeseries, task, aggregate, head, folds, repeats, permutations, seed,
-                    n_jobs):
-    if sum(1 for e in embeddings if str(e) == "-") > 1:
-        raise BrainfmError("standard input ('-') given more than once", fix="pass '-' at most once")
-    if baseline == "fc" and not timeseries:
-        raise BrainfmError("the FC baseline needs the region time series the embeddings came from",
-                           fix="add --timeseries DIR (the output of 'brainfm parcellate'), or --baseline none")
-    if not embeddings and (not timeseries or baseline == "none"):
-        raise BrainfmError("nothing to evaluate: no embeddings file and no FC baseline",
-                           fix="give embedding TSVs, or --timeseries DIR to evaluate the FC baseline alone")
-    for name, value, allowed in (("--task", task, (None, "regression", "classification")),
-                                 ("--baseline", baseline, (None, "fc", "none")),
-                                 ("--aggregate", aggregate, ("mean", "none")), ("--head", head, ("linear", "mlp"))):
-        if value not in allowed:
-            raise BrainfmError(f"{name} {value!r} is not one of {', '.join(a for a in allowed if a)}")
-    if repeats < 1 or permutations < 0 or seed < 0 or n_jobs == 0:
-        raise BrainfmError("--repeats must be ≥ 1, --permutations ≥ 0, --seed ≥ 0, --n-jobs ≠ 0")
 
 
 def _notes(setup: ProbeSetup, models, settings, baseline, timeseries) -> list[str]:
@@ -159,13 +187,13 @@ def _sidecar(result: ProbeResult) -> dict:
     s = result.setup
     return {
         "Description": "brainfm probe: out-of-fold prediction of a phenotype from embeddings and the FC baseline",
-        "GeneratedBy": {"Name": "brainfm", "Version": __version__, "Command": result.settings["command"]},
+        "GeneratedBy": generated_by(result.settings["command"]),
         "Software": {"python": sys.version.split()[0], "numpy": np.__version__, "scipy": scipy.__version__,
                      "scikit-learn": sklearn.__version__, "pandas": pd.__version__, "joblib": joblib.__version__},
         "Settings": result.settings,
         "Protocol": {**protocol(result), "statistics": METHOD},
         "Participants": {"file": result.settings["participants"],
-                         "sha256": _sha256(Path(result.settings["participants"])),
+                         "sha256": sha256sum(Path(result.settings["participants"])),
                          "used": len(s.participants), "accounting": s.accounting,
                          "classes": s.classes or None,
                          "class_counts": ({c: int((s.y == i).sum()) for i, c in enumerate(s.classes)}
@@ -184,7 +212,7 @@ def _sidecar(result: ProbeResult) -> dict:
 
 def write_outputs(result: ProbeResult, out: Path) -> None:
     """Write every output of the report folder together (atomically: all appear, or none)."""
-    from brainfm_cli.data.io import atomic_group, json_text, tsv_text
+    from brainfm_cli.io.files import atomic_group, json_text, tsv_text
 
     texts = {
         "metrics.tsv": tsv_text(result.metrics),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from brainfm_cli.simulate.dynamics import Hemodynamics, Network, NeuralModel, State, integrate, paired_noise
+from brainfm_cli.tasks.simulate.dynamics import Hemodynamics, Network, NeuralModel, State, integrate, paired_noise
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from brainfm_cli.errors import BrainfmError
+from brainfm_cli.io.nifti import NIFTI_EXT
 
 NA = "n/a"
 
@@ -135,14 +136,23 @@ def read_tsv(path: str | Path, **kwargs) -> pd.DataFrame:
                            fix="write tab-separated values with a header row") from None
 
 
+DATA_EXT = NIFTI_EXT + (".tsv.gz", ".tsv", ".json")  # BIDS data files' extensions
+
+
+def split_ext(name: str) -> tuple[str, str]:
+    """``(stem, extension)`` of a file name, double extensions (``.nii.gz``, ``.tsv.gz``) kept whole."""
+    for ext in DATA_EXT:
+        if name.endswith(ext):
+            return name[: -len(ext)], ext
+    stem, dot, ext = name.rpartition(".")
+    return (stem, dot + ext) if dot else (name, "")
+
+
 def sidecar_path(path: str | Path) -> Path:
     """The JSON sidecar of a BIDS data file: same name with ``.json`` for its extension."""
     path = Path(path)
-    name = path.name
-    for ext in (".nii.gz", ".tsv.gz", ".nii", ".tsv", ".json"):
-        if name.endswith(ext):
-            return path.with_name(name[: -len(ext)] + ".json")
-    return path.with_suffix(".json")
+    stem, ext = split_ext(path.name)
+    return path.with_name(stem + ".json") if ext in DATA_EXT else path.with_suffix(".json")
 
 
 class TsvStream:

@@ -11,20 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from brainfm_cli.errors import BrainfmError
+from brainfm_cli.io.files import read_json, sidecar_path, split_ext
+from brainfm_cli.io.nifti import header_tr, is_nifti, load_image
 
 log = logging.getLogger("brainfm.data")
 
-NIFTI_EXT = (".nii.gz", ".nii")
-ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "space", "res", "den", "desc")
 PREFERRED_SPACE = "MNI152NLin2009cAsym"
-
-
-def split_ext(name: str) -> tuple[str, str]:
-    for ext in (".nii.gz", ".tsv.gz", ".nii", ".tsv", ".json"):
-        if name.endswith(ext):
-            return name[: -len(ext)], ext
-    stem, dot, ext = name.rpartition(".")
-    return (stem, dot + ext) if dot else (name, "")
 
 
 def parse_entities(name: str) -> tuple[dict[str, str], str]:
@@ -65,10 +57,6 @@ class RunFilter:
         self.task = [_strip(t, "task") for t in self.task] if self.task else None
         self.run = [_strip(r, "run") for r in self.run] if self.run else None
 
-    @property
-    def active(self) -> bool:
-        return any([self.participant_label, self.session, self.task, self.run])
-
     def accepts(self, entities: dict[str, str]) -> bool:
         if self.participant_label and entities.get("sub") not in self.participant_label:
             return False
@@ -98,10 +86,6 @@ class BoldRun:
     @property
     def label(self) -> str:
         return self.path.name
-
-
-def _is_nifti(p: Path) -> bool:
-    return p.name.endswith(NIFTI_EXT)
 
 
 def _dataset_root(path: Path) -> Path | None:
@@ -136,8 +120,6 @@ def _confounds_for(path: Path) -> Path | None:
 
 def _sidecar_chain(path: Path, root: Path | None) -> list[Path]:
     """Applicable ``*_bold.json`` files from the dataset root down to the run (BIDS inheritance)."""
-    from brainfm_cli.data.io import sidecar_path
-
     entities, suffix = parse_entities(path.name)
     folders = [path.parent]
     if root is not None:
@@ -161,8 +143,6 @@ def _sidecar_chain(path: Path, root: Path | None) -> list[Path]:
 
 def read_metadata(path: Path, root: Path | None) -> dict:
     """The run's metadata merged from its sidecar chain (deeper files override)."""
-    from brainfm_cli.data.io import read_json
-
     merged: dict = {}
     for p in _sidecar_chain(path, root):
         merged.update(read_json(p))
@@ -171,11 +151,11 @@ def read_metadata(path: Path, root: Path | None) -> dict:
 
 def _find_in_folder(folder: Path) -> tuple[list[Path], bool]:
     """BOLD NIfTI files under a BIDS raw or fMRIPrep derivatives folder; second value: derivatives?"""
-    preproc = sorted(p for p in folder.glob("sub-*/**/func/*_desc-preproc_bold.nii*") if _is_nifti(p))
+    preproc = sorted(p for p in folder.glob("sub-*/**/func/*_desc-preproc_bold.nii*") if is_nifti(p))
     if preproc:
         return preproc, True
-    raw = sorted(p for p in folder.glob("sub-*/**/func/*_bold.nii*") if _is_nifti(p))
-    raw += sorted(p for p in folder.glob("sub-*/func/*_bold.nii*") if _is_nifti(p) and p not in raw)
+    raw = sorted(p for p in folder.glob("sub-*/**/func/*_bold.nii*") if is_nifti(p))
+    raw += sorted(p for p in folder.glob("sub-*/func/*_bold.nii*") if is_nifti(p) and p not in raw)
     return sorted(set(raw)), False
 
 
@@ -207,9 +187,7 @@ def discover_bold(inputs: list[str | Path], filters: RunFilter | None = None, sp
                 runs.append(BoldRun(path=f, entities=entities, root=root, derivatives=derivatives,
                                     confounds=_confounds_for(f) if derivatives else None))
         else:
-            from brainfm_cli.data.nifti import load_image
-
-            if not _is_nifti(item):
+            if not is_nifti(item):
                 load_image(item, what="BOLD run")  # raises a clear error for non-NIfTI files
             entities = _fallback_entities(item)
             parsed, _ = parse_entities(item.name)
@@ -249,8 +227,6 @@ def resolve_tr(run: BoldRun, img=None, override: float | None = None) -> float |
     A header that disagrees with the sidecar is a warning (the sidecar wins); a ``--tr`` that
     contradicts the sidecar is an error, since the sidecar is the dataset's own record.
     """
-    from brainfm_cli.data.nifti import header_tr
-
     sidecar = run.metadata.get("RepetitionTime")
     if sidecar is not None:
         try:

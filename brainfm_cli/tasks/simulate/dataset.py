@@ -15,12 +15,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from brainfm_cli import __version__
+from brainfm_cli.io.provenance import dataset_generated_by, generated_by
 from brainfm_cli.atlases.base import Atlas
-from brainfm_cli.data.io import write_json, write_tsv
-from brainfm_cli.data.timeseries import NAME_ENTITIES, timeseries_path, write_dataset_description, write_timeseries
+from brainfm_cli.io.files import write_json, write_tsv
+from brainfm_cli.io.timeseries import NAME_ENTITIES, timeseries_path, write_dataset_description, write_timeseries
 from brainfm_cli.errors import BrainfmError
-from brainfm_cli.simulate.connectome import (
+from brainfm_cli.tasks.simulate.connectome import (
     CONNECTOME_RULE,
     ConnectomeRecipe,
     distances,
@@ -28,7 +28,7 @@ from brainfm_cli.simulate.connectome import (
     individual_coupling,
     reference_coupling,
 )
-from brainfm_cli.simulate.dynamics import (
+from brainfm_cli.tasks.simulate.dynamics import (
     MODELS,
     Hemodynamics,
     Network,
@@ -38,14 +38,14 @@ from brainfm_cli.simulate.dynamics import (
     run_noise,
     single_threaded_blas,
 )
-from brainfm_cli.simulate.phenotypes import (
+from brainfm_cli.tasks.simulate.phenotypes import (
     PhenotypeEffects,
     apply_effects,
     diagnosis_network,
     draw_participants,
     participants_json,
 )
-from brainfm_cli.simulate.stimulation import StimulationProtocol, stimulation_response
+from brainfm_cli.tasks.simulate.stimulation import StimulationProtocol, stimulation_response
 
 log = logging.getLogger("brainfm.simulate")
 
@@ -210,7 +210,7 @@ def _simulate(out: Path, atlas: Atlas, cfg: SimulationConfig, overwrite: bool,
 
     painter = None
     if cfg.space == "mni":
-        from brainfm_cli.simulate.images import make_painter
+        from brainfm_cli.tasks.simulate.images import make_painter
 
         painter = make_painter(atlas, cfg.voxel_size, cfg.noise_fwhm)
         missing = [lab for lab, ok in zip(atlas.labels, painter.covered()) if not ok]
@@ -312,7 +312,7 @@ def _run_sidecar(cfg: SimulationConfig, atlas: Atlas, n_vols: int, noise_sd: flo
         "Units": "image intensity with resting baseline 100 (so changes read as percent signal change)",
         "MeasurementNoiseSD": noise_sd,
         "GroundTruth": str(TRUTH),
-        "GeneratedBy": {"Name": "brainfm", "Version": __version__, "Command": "simulate"},
+        "GeneratedBy": generated_by("simulate"),
     }
     return side
 
@@ -332,7 +332,7 @@ def _write_run(out: Path, truth: Path, ent: dict, bold: np.ndarray, cfg: Simulat
         path = timeseries_path(out, ent, atlas.name)
         write_timeseries(pd.DataFrame(data, columns=atlas.labels), path, _run_sidecar(cfg, atlas, len(bold), noise_sd))
     else:
-        from brainfm_cli.simulate.images import baseline_field, write_painted_run
+        from brainfm_cli.tasks.simulate.images import baseline_field, write_painted_run
 
         path = _func_dir(out, ent) / f"{_stem(ent)}_bold.nii.gz"
         field_ = baseline_field(painter, _rng(cfg.seed, "image", p))
@@ -345,7 +345,7 @@ def _write_run(out: Path, truth: Path, ent: dict, bold: np.ndarray, cfg: Simulat
             "Description": "simulated BOLD: each atlas region's series painted into its voxels (resting "
                            "intensity 100 times a smooth field) plus spatially smooth Gaussian noise",
             "Atlas": atlas.describe(), "GroundTruth": str(TRUTH),
-            "GeneratedBy": {"Name": "brainfm", "Version": __version__, "Command": "simulate"},
+            "GeneratedBy": generated_by("simulate"),
         }, path.with_name(path.name.replace(".nii.gz", ".json")))
     result.files.append(path)
 
@@ -404,8 +404,7 @@ def _write_dataset_files(out: Path, table: pd.DataFrame, cfg: SimulationConfig, 
         write_dataset_description(out, pipeline="simulate")
     else:
         write_json({"Name": "brainfm simulated BOLD", "BIDSVersion": "1.9.0", "DatasetType": "raw",
-                    "License": "CC0", "GeneratedBy": [{"Name": "brainfm", "Version": __version__,
-                                                       "Description": "brainfm simulate"}]},
+                    "License": "CC0", "GeneratedBy": dataset_generated_by("simulate")},
                    out / "dataset_description.json")
     write_dataset_description(out / TRUTH, pipeline="simulate")
     write_tsv(pd.DataFrame({"region": atlas.labels, "network": atlas.networks,
@@ -436,5 +435,5 @@ def _write_simulation_json(truth: Path, cfg: SimulationConfig, atlas: Atlas, mod
                                                "baseline": 100.0, "noise_fwhm_mm": cfg.noise_fwhm},
         "Seeds": "numpy default_rng([seed, purpose, participant index, run index]); purposes: "
                  + ", ".join(f"{k}={v}" for k, v in _PURPOSE.items()),
-        "GeneratedBy": {"Name": "brainfm", "Version": __version__, "Command": "simulate"},
+        "GeneratedBy": generated_by("simulate"),
     }, truth / "simulation.json")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from brainfm_cli.simulate.connectome import has_network, normalise
+from brainfm_cli.tasks.simulate.connectome import has_network, normalise
 
 
 @dataclass(frozen=True)

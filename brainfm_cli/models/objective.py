@@ -1,8 +1,8 @@
-"""The contract between the training engine and a model family's self-supervised objective.
+"""The contract between a model family's self-supervised objective and the training engine.
 
-The engine owns data, devices, precision, distribution, schedules and checkpoints; an ``Objective`` owns the
-networks being trained (student, EMA target, heads), its masking and its losses, and says which network is
-the model to keep.
+An ``Objective`` owns the networks being trained (the student model and its heads), its masking and its losses;
+it declares which of its networks have an EMA teacher (``teachers``) and the momentum schedule, and which network
+is the model to keep. The engine (``engine.ema``) makes the teacher copies and updates them, once for every family.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from brainfm_cli.errors import BrainfmError
 
 
 @dataclass
@@ -26,26 +28,41 @@ class StepInfo:
         return self.step / max(1, self.total)
 
 
+@dataclass(frozen=True)
+class MomentumSchedule:
+    """EMA momentum over training: ``linear`` from ``start`` reaching ``end`` at the last step (I-JEPA), or
+    ``cosine`` from ``start`` to ``end`` over the run (DINO, Brain-Semantoks)."""
+
+    kind: str
+    start: float
+    end: float
+
+    def __post_init__(self):
+        if self.kind not in ("linear", "cosine"):
+            raise ValueError(f"unknown momentum schedule {self.kind!r}; linear or cosine")
+
+
 class Objective(nn.Module):
     """A family's training step: ``forward(x, valid, info) -> (loss, {term: value})``.
 
     ``x [B, regions, sample_length]`` are model-ready crops, ``valid [B]`` how many leading samples are data
-    (the rest is zero padding). ``recipe`` holds the family's published optimisation defaults.
+    (the rest is zero padding). ``recipe`` holds the family's published optimisation defaults, ``defaults`` the
+    objective's options (checked here, once). ``teachers`` maps a teacher attribute to the student attribute it
+    follows (e.g. ``{"target": "model"}``); the engine creates those attributes before training.
     """
 
+    family: str = "brainfm"  # how messages name the objective's family
     recipe: dict = {"lr": 1e-3, "start_lr": 0.0, "min_lr": 1e-6, "warmup": 0.05, "weight_decay": 0.05,
                     "final_weight_decay": 0.05, "betas": (0.9, 0.95), "grad_clip": 1.0}
-
-    defaults: dict = {}  # the objective's options and their published values
+    defaults: dict = {}
+    teachers: dict[str, str] = {}
 
     def __init__(self, model: nn.Module, options: dict | None = None):
         super().__init__()
         self.model = model
         unknown = set(options or {}) - set(self.defaults)
         if unknown:
-            from brainfm_cli.errors import BrainfmError
-
-            raise BrainfmError(f"unknown {type(self).__name__} options {sorted(unknown)}",
+            raise BrainfmError(f"unknown {self.family} objective options {sorted(unknown)}",
                                fix=f"valid --objective keys: {', '.join(self.defaults) or 'none'}")
         self.options = {**self.defaults, **(options or {})}
 
@@ -57,21 +74,10 @@ class Objective(nn.Module):
     def forward(self, x: torch.Tensor, valid: torch.Tensor, info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    @torch.no_grad()
-    def after_step(self, info: StepInfo) -> dict[str, float]:
-        """Called after each optimiser step (EMA updates); returns values to log."""
-        return {}
+    def momentum_schedule(self) -> MomentumSchedule | None:
+        """The EMA momentum of the teachers (None for objectives without one)."""
+        return None
 
     def export_model(self) -> nn.Module:
         """The network ``embed`` should use once trained (the student, or an EMA target encoder)."""
         return self.model
-
-
-def param_groups(module: nn.Module) -> list[dict]:
-    """Two AdamW groups: weights with decay, and biases / 1-D parameters (norms, tokens' scales) without."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]

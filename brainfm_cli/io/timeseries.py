@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainfm_cli import __version__
-from brainfm_cli.data.bids import RunFilter, parse_entities, split_ext
-from brainfm_cli.data.io import atomic_group, json_text, read_json, read_tsv, sidecar_path, tsv_text, write_json
+from brainfm_cli.io.bids import RunFilter, parse_entities
 from brainfm_cli.errors import BrainfmError
+from brainfm_cli.io.files import (atomic_group, json_text, read_json, read_tsv, sidecar_path, split_ext, tsv_text,
+                                  write_json)
+from brainfm_cli.io.provenance import dataset_generated_by
 
 SUFFIX = "timeseries"
 NAME_ENTITIES = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo")
@@ -51,7 +52,7 @@ def timeseries_path(out_dir: str | Path, entities: dict[str, str], atlas_name: s
     return folder / "func" / timeseries_name(entities, atlas_name)
 
 
-def write_dataset_description(out_dir: str | Path, name: str = "brainfm", pipeline: str = "parcellate") -> None:
+def write_dataset_description(out_dir: str | Path, pipeline: str = "parcellate") -> None:
     """A BIDS-derivatives ``dataset_description.json``, written once (kept if already present)."""
     path = Path(out_dir) / "dataset_description.json"
     if path.exists():
@@ -60,7 +61,7 @@ def write_dataset_description(out_dir: str | Path, name: str = "brainfm", pipeli
         "Name": f"brainfm {pipeline}",
         "BIDSVersion": "1.9.0",
         "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": name, "Version": __version__, "Description": f"brainfm {pipeline}"}],
+        "GeneratedBy": dataset_generated_by(pipeline),
     }, path)
 
 

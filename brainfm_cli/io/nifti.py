@@ -9,7 +9,13 @@ import numpy as np
 
 from brainfm_cli.errors import BrainfmError
 
+NIFTI_EXT = (".nii.gz", ".nii")
 _TIME_UNITS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+
+
+def is_nifti(path: str | Path) -> bool:
+    """Whether a file name ends in a NIfTI extension (``.nii`` or ``.nii.gz``)."""
+    return str(path).endswith(NIFTI_EXT)
 
 
 def load_image(path: str | Path, what: str = "image"):

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from brainfm_cli.atlases.base import Atlas
-from brainfm_cli.data.io import atomic_path
+from brainfm_cli.io.files import atomic_path
 
 # MNI152 bounding box (mm), as the 2 mm template grid: x 90 → −90, y −126 → 90, z −72 → 108.
 ORIGIN = (90.0, -126.0, -72.0)
