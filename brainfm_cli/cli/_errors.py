@@ -28,13 +28,19 @@ def command_line() -> str:
 
 
 def raised_by_brainfm(exc: BaseException) -> bool:
-    """Whether the innermost frame of ``exc``'s traceback is brainfm's code (its own check, not a library's)."""
+    """Whether ``exc`` comes from a ``raise`` statement of brainfm's own code (one of its checks), rather than
+    from a library or from a bug (an error the interpreter raised inside brainfm keeps its traceback)."""
+    import linecache
+
     tb = exc.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE)
+    filename = tb.tb_frame.f_code.co_filename
+    if not Path(filename).resolve().is_relative_to(PACKAGE):
+        return False
+    return linecache.getline(filename, tb.tb_lineno).strip().startswith("raise ")
 
 
 def report(exc: BaseException) -> None:

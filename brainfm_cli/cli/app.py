@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from brainfm_cli import __version__
-from brainfm_cli.cli import atlases, embed, gradients, models, parcellate, pretrain, probe, simulate, voxels
+from brainfm_cli.cli import (atlases, embed, gradients, models, parcellate, pretrain, probe, reconstruct,
+                             simulate, voxels)
 from brainfm_cli.cli._errors import BrainfmGroup
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.command("embed")(embed.embed)
 app.add_typer(models.app, name="models")
 app.command("pretrain")(pretrain.pretrain)
 app.command("probe")(probe.probe)
+app.command("reconstruct")(reconstruct.reconstruct)
 app.command("simulate")(simulate.simulate)
 app.command("voxels")(voxels.voxels)
 

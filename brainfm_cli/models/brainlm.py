@@ -14,7 +14,7 @@ from torch import nn
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.layers import Block, init_vit_weights, sincos_1d
 from brainfm_cli.masking import gather_tokens
-from brainfm_cli.masking.random import future_mask, random_mask
+from brainfm_cli.masking.random import TokenMask, future_mask, random_mask
 from brainfm_cli.models._mae import MaskedAutoencoder
 from brainfm_cli.models._space import atlas_coordinates
 from brainfm_cli.models.base import BrainModel, Encoded
@@ -124,6 +124,17 @@ class BrainLM(MaskedAutoencoder, BrainModel):
     def reconstruct(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Encode the visible tokens ``keep`` and predict all patches ``[B, R·P, patch]``."""
         return self.forward_head(self.forward_visible(x, keep), keep, self.n_regions * (x.shape[-1] // self.patch))
+
+    def value_mask(self, batch: int, length: int, ratio: float, generator: torch.Generator
+                   ) -> tuple[TokenMask, torch.Tensor]:
+        """Patches hidden at random as in training (``ratio`` of the tokens): the token mask, and ``[B, R, T]``
+        True for every value it hides."""
+        tm = random_mask(batch, self.n_regions * (length // self.patch), ratio, generator)
+        return tm, tm.bool().repeat_interleave(self.patch, dim=1).reshape(batch, self.n_regions, length)
+
+    def reconstruct_values(self, x: torch.Tensor, tm: TokenMask) -> torch.Tensor:
+        """The prediction of every value ``[B, R, T]`` from the tokens ``tm`` leaves visible."""
+        return self.reconstruct(x, tm.keep.to(x.device)).reshape(x.shape)
 
 
 class MaskedReconstruction(Objective):

@@ -21,7 +21,7 @@ from brainfm_cli.data.voxels import VoxelSet, check_voxel_set, read_voxel_set
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.layers import Block, init_vit_weights, sincos_1d
 from brainfm_cli.masking import gather_tokens
-from brainfm_cli.masking.random import random_mask
+from brainfm_cli.masking.random import TokenMask, random_mask
 from brainfm_cli.models._mae import MaskedAutoencoder
 from brainfm_cli.models.base import BrainModel
 from brainfm_cli.models.card import ModelCard, require_keys
@@ -196,6 +196,17 @@ class SCMBM(MaskedAutoencoder, BrainModel):
     def reconstruct(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Encode the visible patches ``keep`` of ``x [B, V, 1]`` and predict every patch ``[B, L, p]``."""
         return self.forward_head(self.forward_visible(x, keep), keep, self.n_patches)
+
+    def value_mask(self, batch: int, length: int, ratio: float, generator: torch.Generator
+                   ) -> tuple[TokenMask, torch.Tensor]:
+        """Patches hidden as in training: the token mask, and ``[B, V, 1]`` True for each voxel whose first copy
+        lies in a hidden patch (wrap-padding copies are not scored)."""
+        tm = random_mask(batch, self.n_patches, ratio, generator, keep_floor=True)
+        return tm, tm.bool().repeat_interleave(self.patch, dim=1)[:, :self.n_voxels, None]
+
+    def reconstruct_values(self, x: torch.Tensor, tm: TokenMask) -> torch.Tensor:
+        """The prediction of every voxel ``[B, V, 1]`` from the patches ``tm`` leaves visible."""
+        return self.reconstruct(x, tm.keep.to(x.device)).reshape(x.shape[0], -1)[:, :self.n_voxels, None]
 
     def convert_foreign(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
         """The authors' ``fmri_encoder.pth`` (``model``: MAEforFMRI keys) or a bare state dict → ours.
