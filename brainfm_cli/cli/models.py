@@ -55,4 +55,8 @@ def show(name: Annotated[str, typer.Argument(help="Model name or card YAML.")],
     card = get_card(name)
     data = card.to_dict()
     data["weights_present"] = card.weights_file is not None
+    if card.sizes:
+        from brainfm_cli.models import size_parameters
+
+        data["size_parameters"] = size_parameters(card)
     typer.echo(json.dumps(data, indent=2) if json_out else yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

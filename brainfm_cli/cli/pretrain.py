@@ -33,8 +33,15 @@ def pretrain(
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="YAML with any TrainConfig field (flags given on the command line win).")] = None,
     size: Annotated[Optional[str], typer.Option(
-        "--size", help="A named size of the model's card (e.g. tiny, small; 'brainfm models show NAME' lists "
-                       "them).")] = None,
+        "--size", help="A named size of the model's card: tiny, small, base or the published one "
+                       "('brainfm models show NAME' lists them with their parameter counts).")] = None,
+    atlas: Annotated[Optional[str], typer.Option(
+        "--atlas", help="The corpus's atlas (a name from 'brainfm atlases', or an image FILE with --atlas-labels): "
+                        "the model is made for the corpus's regions of it, all or a subset.")] = None,
+    atlas_labels: o.AtlasLabels = None,
+    transfer_networks: Annotated[bool, typer.Option(
+        "--transfer-networks", help="Give an atlas without networks the nearest Seitzman-300 network "
+                                    "(Brain-Semantoks tokenises per network).")] = False,
     arch: Annotated[Optional[list[str]], typer.Option(
         "--arch", help="Architecture override key=value (e.g. depth=2); repeatable.")] = None,
     objective: Annotated[Optional[list[str]], typer.Option(
@@ -59,7 +66,9 @@ def pretrain(
     """Pretrain a model self-supervised on your own corpus; resumable, and DDP under torchrun."""
     from brainfm_cli.tasks.pretrain import build_config, pretrain as run
 
-    flags = dict(model=model, corpus=tuple(corpus), output=str(output), size=size, epochs=epochs,
+    flags = dict(model=model, corpus=tuple(corpus), output=str(output), size=size, atlas=atlas,
+                 atlas_labels=str(atlas_labels) if atlas_labels else None,
+                 transfer_networks=transfer_networks or None, epochs=epochs,
                  batch_size=batch_size, accumulation=accumulation, crops_per_run=crops_per_run, lr=lr,
                  max_steps=max_steps, checkpoint_every=checkpoint_every, device=device, dtype=dtype,
                  missing=missing_regions, tr=tr, seed=seed)

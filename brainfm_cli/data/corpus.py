@@ -46,6 +46,17 @@ def read_corpus(inputs, filters: RunFilter | None = None) -> tuple[list[np.ndarr
     return runs, subs, regions, files
 
 
+def expected_regions(card) -> list[str] | None:
+    """The region names a model takes, in order: the card's own list, else its built-in atlas's labels (None for
+    an input space brainfm cannot name, e.g. a voxel set or the authors' A424 parcels)."""
+    space = card.input
+    if getattr(space, "regions", None):
+        return list(space.regions)
+    if space.atlas and not space.voxels and not space.atlas_labels:
+        return list(load_atlas(space.atlas).labels)
+    return None
+
+
 def check_regions(ts: RegionTimeseries, card, expected: list[str] | None, source) -> pd.DataFrame:
     """The run's columns must be the model's regions: same count, and same names where the atlas is known."""
     cols = list(ts.data.columns)
@@ -53,6 +64,9 @@ def check_regions(ts: RegionTimeseries, card, expected: list[str] | None, source
     if space.voxels and space.voxels.get("sha256"):
         check_voxel_set(space.voxels, cols, card.name, source)
         return ts.data
+    if expected is not None and space.regions and cols != expected and set(expected) < set(cols):
+        log.info("%s: %d of its %d regions are %s's", Path(source).name, len(expected), len(cols), card.name)
+        return ts.data[expected]  # the model was trained on a subset of this atlas
     if len(cols) != space.n_regions:
         where = space.atlas or space.atlas_description
         raise BrainfmError(f"{len(cols)} regions, but {card.name} needs {space.n_regions} ({where})", path=source,
@@ -101,7 +115,7 @@ def load_corpus(inputs: list[str], card, length: int | None = None, filters: Run
     """Read and prepare every run of the corpus for ``card``'s input space."""
     prep = Preprocessor.from_space(card.input, missing=missing)
     length = length or card.input.seq_len
-    expected = list(load_atlas(card.input.atlas).labels) if card.input.atlas else None
+    expected = expected_regions(card)
     runs, files, subs, short = [], [], [], 0
     for f in discover_timeseries(inputs, filters):
         ts = read_timeseries(f, tr=tr)

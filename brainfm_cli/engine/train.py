@@ -22,9 +22,12 @@ from brainfm_cli.engine.distributed import barrier, device_for, init_distributed
 from brainfm_cli.engine.ema import build_objective, update_teachers
 from brainfm_cli.engine.schedules import cosine, warmup_cosine
 from brainfm_cli.errors import BrainfmError
-from brainfm_cli.io.files import atomic_path, atomic_write
-from brainfm_cli.io.provenance import sha256sum
-from brainfm_cli.models import build, get_card
+from brainfm_cli.atlases import load_atlas
+from brainfm_cli.io.files import atomic_path, atomic_write, read_tsv, write_json, write_tsv
+from brainfm_cli.io.provenance import generated_by, sha256sum
+from brainfm_cli.io.timeseries import discover_timeseries
+from brainfm_cli.models import architecture_class, build, get_card
+from brainfm_cli.models._space import match_regions, space_for_atlas
 from brainfm_cli.models.objective import StepInfo
 
 log = logging.getLogger("brainfm.pretrain")
@@ -40,6 +43,9 @@ class TrainConfig:
     corpus: tuple[str, ...]
     output: str
     size: str | None = None  # one of the card's named sizes, applied before ``architecture``
+    atlas: str | None = None  # the corpus's atlas (a name or an image file): the model is made for its regions
+    atlas_labels: str | None = None
+    transfer_networks: bool = False
     architecture: dict = field(default_factory=dict)
     objective: dict = field(default_factory=dict)
     epochs: int = 10
@@ -125,8 +131,11 @@ class Trainer:
                 card = card.with_size(cfg.size)
             if cfg.architecture:
                 card = card.with_architecture(**cfg.architecture)
+            space_args: dict = {}
+            if cfg.atlas:
+                card, space_args = self._card_for_atlas(card)
             torch.manual_seed(cfg.seed)
-            model = build(card)
+            model = build(card, **space_args)
             card = model.card  # a family may complete its input space when built (SC-MBM: the voxel set)
             objective = build_objective(model, cfg.objective)
             cfg = cfg.with_recipe(objective.recipe)
@@ -137,10 +146,37 @@ class Trainer:
             state = self._resume_state(ckpt_path, resume)
             if dist.main:
                 self._write_config(out)
+                if "gradients" in space_args:
+                    self._write_gradients(out, card, space_args["gradients"])
             barrier(dist)
             return self._loop(objective, corpus, card, device, dtype, dist, state)
         finally:
             shutdown(dist)
+
+    def _card_for_atlas(self, card) -> tuple:
+        """The card re-targeted to the corpus's regions of ``--atlas`` (all or a subset, matched by name), with
+        what the family derives from the atlas or the corpus (networks, gradients)."""
+        cfg = self.config
+        atlas = load_atlas(cfg.atlas, cfg.atlas_labels, transfer=cfg.transfer_networks)
+        first = discover_timeseries(list(cfg.corpus))[0]
+        columns = list(read_tsv(first, nrows=0).columns)
+        regions = match_regions(columns, atlas, first)
+        ref = str(Path(cfg.atlas).resolve()) if cfg.atlas_labels else cfg.atlas
+        labels = str(Path(cfg.atlas_labels).resolve()) if cfg.atlas_labels else None
+        card = space_for_atlas(card, atlas, regions, ref, labels)
+        card, space_args = architecture_class(card.architecture["name"]).adapt_to_atlas(card, atlas, list(cfg.corpus))
+        log.info("model input: %d regions of atlas %s", len(regions), atlas.name)
+        return card, space_args
+
+    def _write_gradients(self, out: Path, card, maps) -> None:
+        """The gradients computed from the corpus, beside the run (the model carries them too)."""
+        import pandas as pd
+
+        table = pd.DataFrame(maps, columns=[f"gradient_{i + 1:02d}" for i in range(maps.shape[1])])
+        table.insert(0, "region", list(card.input.regions))
+        write_tsv(table, out / "gradients.tsv", float_format="%.9g")
+        write_json({"Description": card.architecture.get("gradients_source"), "GeneratedBy": generated_by("pretrain")},
+                   out / "gradients.json")
 
     def _resume_state(self, path: Path, resume: bool) -> dict | None:
         if not resume:
@@ -162,7 +198,7 @@ class Trainer:
         saved = TrainConfig.from_dict(state["config"])
         mine = self.config.with_recipe({k: v for k, v in saved.to_dict().items() if k in (
             "lr", "start_lr", "min_lr", "warmup", "weight_decay", "final_weight_decay", "betas", "grad_clip")})
-        differ = [k for k in ("model", "size", "architecture", "objective", "epochs", "batch_size", "accumulation", "seed",
+        differ = [k for k in ("model", "size", "atlas", "architecture", "objective", "epochs", "batch_size", "accumulation", "seed",
                               "crops_per_run") if getattr(saved, k) != getattr(mine, k)]
         if differ:
             raise BrainfmError(f"--resume with settings that differ from the checkpoint's: {differ}", path=path,

@@ -84,6 +84,22 @@ def load(name: str | Path, weights: str | Path | None = None, device: str = "cpu
     return model.eval().to(resolve_device(device))
 
 
+def size_parameters(card: ModelCard) -> dict[str, int | None]:
+    """Trainable parameters of the model (without pretraining heads) at each of the card's sizes, counted on the
+    meta device (nothing is allocated); None where the size cannot be built without the user's data."""
+    import torch
+
+    counts: dict[str, int | None] = {}
+    for size in card.sizes:
+        try:
+            with torch.device("meta"):
+                model = build(card.with_size(size))
+            counts[size] = sum(p.numel() for p in model.parameters())
+        except (BrainfmError, ValueError):
+            counts[size] = None
+    return counts
+
+
 def list_models() -> list[dict]:
     """One row per registered model for ``brainfm models``."""
     rows = []

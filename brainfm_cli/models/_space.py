@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainfm_cli.atlases import load_atlas
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.models.card import ModelCard
 
@@ -50,12 +51,45 @@ def _numeric(row: list[str]) -> bool:
 
 def atlas_coordinates(card: ModelCard, coords=None) -> np.ndarray:
     """Region coordinates: the ``coords`` argument, else the card's atlas (when brainfm has it offline)."""
+    space = card.input
     if coords is not None:
-        return read_coordinates(coords, card.input.n_regions)
-    if card.input.atlas:
-        from brainfm_cli.atlases import load_atlas
-
-        atlas = load_atlas(card.input.atlas)
-        return read_coordinates(atlas.region_coords(), card.input.n_regions)
+        return read_coordinates(coords, space.n_regions)
+    if space.coordinates:
+        return read_coordinates(np.asarray(space.coordinates, dtype=float), space.n_regions)
+    if space.atlas:
+        atlas = load_atlas(space.atlas, space.atlas_labels)
+        xyz = atlas.region_coords()
+        if space.regions:
+            index = {label: i for i, label in enumerate(atlas.labels)}
+            xyz = xyz[[index[r] for r in space.regions]]
+        return read_coordinates(xyz, space.n_regions)
     raise BrainfmError(f"{card.name} needs region coordinates ({card.input.atlas_description or 'its atlas'})",
                        fix="pass coords= (Python) or --coords FILE (CLI)")
+
+
+def match_regions(columns: list[str], atlas, path=None) -> list[str]:
+    """A corpus's regions (all of the atlas or a subset, in any order) in the atlas's order; a name the atlas
+    does not have is an error listing its closest names."""
+    import difflib
+
+    known = set(atlas.labels)
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        hints = "; ".join(f"'{u}' (closest: {', '.join(difflib.get_close_matches(u, atlas.labels, n=3, cutoff=0.4)) or 'none'})"
+                          for u in unknown[:3])
+        raise BrainfmError(f"{len(unknown)} column(s) match no region of atlas {atlas.name}: {hints}", path=path,
+                           fix=f"parcellate with --atlas {atlas.name}, or give the atlas the corpus was made with")
+    chosen = set(columns)
+    return [label for label in atlas.labels if label in chosen]
+
+
+def space_for_atlas(card: ModelCard, atlas, regions: list[str], atlas_ref: str,
+                    labels_ref: str | None = None) -> ModelCard:
+    """``card`` re-targeted to ``regions`` of ``atlas``: the region list, their coordinates (sphere centres or
+    centroids of the label image) and the atlas's reference, so the trained model needs nothing more."""
+    index = {label: i for i, label in enumerate(atlas.labels)}
+    xyz = np.asarray(atlas.region_coords(), dtype=float)[[index[r] for r in regions]]
+    part = "all" if len(regions) == atlas.n_regions else f"{len(regions)} of the {atlas.n_regions}"
+    return card.with_input(atlas=atlas_ref, atlas_labels=labels_ref, n_regions=len(regions), regions=tuple(regions),
+                           atlas_description=f"{atlas.name} ({part} regions, {atlas.space})",
+                           coordinates=tuple(map(tuple, xyz)) if np.isfinite(xyz).all() else None)

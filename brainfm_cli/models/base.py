@@ -53,6 +53,12 @@ class BrainModel(nn.Module):
         return card
 
     @classmethod
+    def adapt_to_atlas(cls, card: ModelCard, atlas, corpus: list[str]) -> tuple[ModelCard, dict]:
+        """The card (input already re-targeted to the corpus's regions of ``atlas``) with what this family derives
+        from the atlas or the corpus, and the input-space arguments to build it with."""
+        return card, {}
+
+    @classmethod
     def pretraining_objective(cls, model: "BrainModel", options: dict):
         """The family's self-supervised objective around ``model`` (a ``models.objective.Objective``)."""
         raise BrainfmError(f"{model.card.name} cannot be pretrained by brainfm", fix="choose another --model")

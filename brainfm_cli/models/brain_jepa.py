@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from brainfm_cli.errors import BrainfmError
-from brainfm_cli.data.gradients import load_gradients
+from brainfm_cli.data.corpus import read_corpus
+from brainfm_cli.data.gradients import GradientRecipe, compute_gradients, load_gradients
 from brainfm_cli.layers import Block, sincos_1d
 from brainfm_cli.masking import gather_tokens
 from brainfm_cli.masking.jepa import SpatiotemporalCollator
@@ -147,6 +148,19 @@ class BrainJEPA(BrainModel):
             return model
         path = _card_gradients(card)
         return cls(card, read_gradients(path, card.input.n_regions) if path else None)
+
+    @classmethod
+    def adapt_to_atlas(cls, card: ModelCard, atlas, corpus: list[str]) -> tuple[ModelCard, dict]:
+        """Functional gradients of the corpus itself (the card's shipped ones belong to another atlas): brainfm's
+        gradients recipe on the training runs; the model carries them in its checkpoint."""
+        runs, subs, regions, _files = read_corpus(corpus)
+        order = [regions.index(r) for r in card.input.regions]
+        C = int(resolve_architecture(card.architecture)["gradient_dim"])
+        maps, _lam, _fc = compute_gradients([r[:, order] for r in runs], subs, GradientRecipe(n_components=C))
+        card = card.with_architecture(gradients=None, gradients_source=(
+            f"computed from the training corpus ({len(runs)} runs, {len(set(subs))} participants) with brainfm's "
+            "gradients recipe"))
+        return card, {"gradients": maps}
 
     @classmethod
     def pretraining_objective(cls, model: "BrainJEPA", options: dict) -> "JEPAObjective":

@@ -98,6 +98,11 @@ class BrainLMViTMAE(MaskedAutoencoder, BrainModel):
         return self.encode_patches(self.patch_embed(img).flatten(2).transpose(1, 2), keep)
 
     @classmethod
+    def adapt_to_atlas(cls, card: ModelCard, atlas, corpus: list[str]) -> tuple[ModelCard, dict]:
+        raise BrainfmError(f"{card.name} is the authors' A424 image geometry (424 rows × 200 TRs); it takes no "
+                           "other atlas", fix="use --model brainlm (the paper's design on any atlas with coordinates)")
+
+    @classmethod
     def pretraining_objective(cls, model: "BrainLMViTMAE", options: dict) -> "PixelReconstruction":
         return PixelReconstruction(model, options)
 

@@ -43,8 +43,17 @@ class InputSpace:
     short_runs: str = "refuse"
     resampling: str = "polyphase"
     voxels: dict | None = None
+    regions: tuple[str, ...] | None = None  # the ordered region names (a subset of the atlas's, in its order)
+    coordinates: tuple[tuple[float, float, float], ...] | None = None  # MNI mm per region, when not the atlas's
+    atlas_labels: str | None = None  # the labels TSV of a user atlas image (``atlas`` is then its file)
 
     def __post_init__(self):
+        if self.regions is not None:
+            object.__setattr__(self, "regions", tuple(str(r) for r in self.regions))
+            if len(self.regions) != self.n_regions:
+                raise ValueError(f"{len(self.regions)} region names for n_regions {self.n_regions}")
+        if self.coordinates is not None:
+            object.__setattr__(self, "coordinates", tuple(tuple(float(v) for v in c) for c in self.coordinates))
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"unknown normalisation {self.normalisation!r}; one of {NORMALISATIONS}")
         if self.short_runs not in ("pad", "refuse"):
@@ -76,8 +85,14 @@ class ModelCard:
     def to_dict(self) -> dict:
         out = asdict(self)
         out.pop("path")
-        if out["input"]["bandpass"] is not None:
-            out["input"]["bandpass"] = list(out["input"]["bandpass"])
+        for key in ("bandpass", "regions"):
+            if out["input"][key] is not None:
+                out["input"][key] = list(out["input"][key])
+        if out["input"]["coordinates"] is not None:
+            out["input"]["coordinates"] = [list(c) for c in out["input"]["coordinates"]]
+        for key in ("regions", "coordinates", "atlas_labels"):  # keep cards without them as they were
+            if out["input"][key] is None:
+                del out["input"][key]
         return out
 
     def with_architecture(self, **overrides) -> "ModelCard":

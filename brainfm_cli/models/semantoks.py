@@ -230,6 +230,19 @@ class Semantoks(BrainModel):
         return cls(card, networks)
 
     @classmethod
+    def adapt_to_atlas(cls, card: ModelCard, atlas, corpus: list[str]) -> tuple[ModelCard, dict]:
+        """The network of each of the card's regions, from the atlas (or transferred from Seitzman-300)."""
+        if atlas.networks is None:
+            raise BrainfmError(f"atlas {atlas.name} has no network labels; Brain-Semantoks tokenises per network",
+                               fix="add --transfer-networks (nearest Seitzman-300 network per region), or use an "
+                               "atlas with networks")
+        index = {label: i for i, label in enumerate(atlas.labels)}
+        rows = [index[r] for r in card.input.regions]
+        anatomy = [atlas.anatomy[i] for i in rows] if atlas.anatomy is not None else None
+        ids, names = group_networks([atlas.networks[i] for i in rows], anatomy)
+        return card.with_architecture(networks=network_runs(ids), network_names=names), {}
+
+    @classmethod
     def pretraining_objective(cls, model: "Semantoks", options: dict) -> "SelfDistillation":
         return SelfDistillation(model, options)
 

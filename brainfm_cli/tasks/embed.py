@@ -18,7 +18,7 @@ import pandas as pd
 
 from brainfm_cli.atlases import load_atlas
 from brainfm_cli.data.clean import CleanParams
-from brainfm_cli.data.corpus import check_regions
+from brainfm_cli.data.corpus import check_regions, expected_regions
 from brainfm_cli.data.extract import extract_run
 from brainfm_cli.data.preprocess import Preprocessor, Window
 from brainfm_cli.data.voxels import RoiSpec, extract_voxel_run
@@ -233,9 +233,7 @@ def embed(inputs: list[str], output: str, opts: EmbedOptions, on_run: Callable[[
             raise BrainfmError("the output file already exists", path=out_path, fix="pass --overwrite or choose another -o")
     card = get_card(model_name)
     atlas_name = atlas or card.input.atlas
-    expected = None
-    if atlas is None and card.input.atlas:
-        expected = list(load_atlas(card.input.atlas).labels)
+    expected = expected_regions(card) if atlas is None else None
 
     @functools.cache  # one atlas for every run (a user atlas is read once)
     def atlas_factory():
@@ -243,7 +241,9 @@ def embed(inputs: list[str], output: str, opts: EmbedOptions, on_run: Callable[[
             raise BrainfmError(f"{card.name} works in {card.input.atlas_description}, which brainfm cannot fetch",
                                fix="parcellate the run yourself, or give that atlas: --atlas FILE.nii.gz --atlas-labels "
                                "FILE.tsv")
-        a = load_atlas(atlas_name, opts.atlas_labels)
+        a = load_atlas(atlas_name, opts.atlas_labels if atlas else card.input.atlas_labels)
+        if card.input.regions and set(card.input.regions) <= set(a.labels):
+            return a  # the model's regions are a subset of the atlas: extracted whole, then selected
         if a.n_regions != card.input.n_regions:
             raise BrainfmError(f"atlas {a.name} has {a.n_regions} regions; {card.name} needs {card.input.n_regions}",
                                fix=f"use the model's atlas ({card.input.atlas or card.input.atlas_description})")

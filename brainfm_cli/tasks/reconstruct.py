@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from brainfm_cli.data.corpus import check_regions
+from brainfm_cli.data.corpus import check_regions, expected_regions
 from brainfm_cli.data.preprocess import Preprocessor
 from brainfm_cli.data.reconstruction import RidgeFromVisible, choose_penalty, interpolate, r2_and_mse
 from brainfm_cli.errors import BrainfmError
@@ -73,11 +73,7 @@ class Windows:
 
 def read_windows(inputs, card, prep: Preprocessor, opts: ReconstructOptions) -> Windows:
     """Every non-overlapping full window of every run, checked against the model's regions."""
-    expected = list(card.input.regions) if getattr(card.input, "regions", None) else None
-    if expected is None and card.input.atlas and not card.input.voxels:
-        from brainfm_cli.atlases import load_atlas
-
-        expected = list(load_atlas(card.input.atlas).labels)
+    expected = expected_regions(card)
     xs, subs = [], []
     for f in discover_timeseries(list(inputs), opts.filters):
         ts = read_timeseries(f, tr=opts.tr)
