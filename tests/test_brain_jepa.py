@@ -402,7 +402,7 @@ def test_objective_recipe_ema_and_parameter_groups():
 def test_pretrain_then_embed_from_the_command_line(tmp_path):
     corpus = make_region_corpus(tmp_path / "corpus", n_subjects=4, n_vols=170)
     arch = [f"--arch={k}={v}" for k, v in TINY["brain-jepa"].items()]
-    out = run_cli("pretrain", corpus, "--model", "brain-jepa", "-o", tmp_path / "run", *arch, "--batch-size", "2",
+    out = run_cli("pretrain", "--val-fraction", "0", "--crops-per-run", "1", corpus, "--model", "brain-jepa", "-o", tmp_path / "run", *arch, "--batch-size", "2",
                   "--epochs", "3", "--quiet")
     assert out.returncode == 0, out.stderr
     m = pd.read_csv(tmp_path / "run" / "metrics.tsv", sep="\t")

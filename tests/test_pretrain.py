@@ -21,7 +21,8 @@ def corpus(tmp_path_factory):
 
 
 def _pretrain(corpus, out, *extra):
-    return run_cli("pretrain", corpus, "--model", "brainlm", "-o", out, *ARCH, "--batch-size", "2", "--quiet", *extra)
+    return run_cli("pretrain", corpus, "--model", "brainlm", "-o", out, *ARCH, "--batch-size", "2", "--quiet",
+                   "--val-fraction", "0", "--crops-per-run", "1", *extra)
 
 
 @pytest.mark.slow
@@ -48,13 +49,17 @@ def test_same_seed_same_model_and_resume_matches_an_uninterrupted_run(tmp_path, 
     assert (tmp_path / "a" / "model.safetensors").read_bytes() != b""
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all((wa[k] == wb[k]).all() for k in wa)
-    part = _pretrain(corpus, tmp_path / "c", "--epochs", "3", "--checkpoint-every", "2", "--max-steps", "4")
+    # the time limit stops the run after its first step, with a checkpoint; the schedule is --max-steps's 6 steps
+    part = _pretrain(corpus, tmp_path / "c", "--epochs", "3", "--checkpoint-every", "2", "--max-steps", "6",
+                     "--time-limit", "0.001")
     assert part.returncode == 0, part.stderr
+    assert "stopped at the time limit" in part.stderr and "after step 1 of 6" in part.stderr
+    assert len(pd.read_csv(tmp_path / "c" / "metrics.tsv", sep="\t")) == 1
     again = _pretrain(corpus, tmp_path / "c", "--epochs", "3", "--checkpoint-every", "2")
     assert again.returncode == 1 and "--resume" in again.stderr
     wrong = _pretrain(corpus, tmp_path / "c", "--epochs", "4", "--resume")
     assert wrong.returncode == 1 and "epochs" in wrong.stderr
-    done = _pretrain(corpus, tmp_path / "c", "--epochs", "3", "--checkpoint-every", "2", "--resume")
+    done = _pretrain(corpus, tmp_path / "c", "--epochs", "3", "--checkpoint-every", "2", "--max-steps", "6", "--resume")
     assert done.returncode == 0, done.stderr
     wc = load_file(tmp_path / "c" / "model.safetensors")
     assert all((wa[k] == wc[k]).all() for k in wa)
@@ -67,7 +72,8 @@ def test_same_seed_same_model_and_resume_matches_an_uninterrupted_run(tmp_path, 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, corpus, sig):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "brainfm_cli", "pretrain", str(corpus), "--model", "brainlm", "-o", str(out), *ARCH,
-           "--batch-size", "2", "--epochs", "200", "--checkpoint-every", "1", "--quiet"]
+           "--batch-size", "2", "--epochs", "200", "--checkpoint-every", "1", "--quiet", "--val-fraction", "0",
+           "--crops-per-run", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, BRAINFM_OFFLINE="1"))
     ckpt = out / "checkpoints" / "last.pt"
     for _ in range(600):
@@ -95,7 +101,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, corpus, sig):
 def test_torchrun_two_processes_on_gloo(tmp_path, corpus):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            "-m", "brainfm_cli", "pretrain", str(corpus), "--model", "brainlm", "-o", str(tmp_path / "ddp"), *ARCH,
-           "--batch-size", "1", "--epochs", "2", "--device", "cpu", "--quiet"]
+           "--batch-size", "1", "--epochs", "2", "--device", "cpu", "--quiet", "--val-fraction", "0", "--crops-per-run", "1"]
     env = dict(os.environ, BRAINFM_OFFLINE="1", OMP_NUM_THREADS="1")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from brainfm_cli.tasks.report import HtmlReport, figure_png, new_figure
+from brainfm_cli.io.report import HtmlReport, figure_png, new_figure
 
 from conftest import leftovers
 

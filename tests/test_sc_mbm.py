@@ -370,7 +370,7 @@ def test_voxels_command_pretrain_and_embed(tmp_path, voxel_setup):
     listing = pd.read_csv(tmp_path / "vox" / "voxels.tsv", sep="\t")
     assert listing["name"].tolist() == s["voxels"].names
     arch = [f"--arch={k}={v}" for k, v in TINY["sc-mbm-voxels"].items()]
-    run = run_cli("pretrain", tmp_path / "vox", "--model", "sc-mbm-voxels", f"--arch=voxels={tmp_path / 'vox'}",
+    run = run_cli("pretrain", "--val-fraction", "0", "--crops-per-run", "1", tmp_path / "vox", "--model", "sc-mbm-voxels", f"--arch=voxels={tmp_path / 'vox'}",
                   *arch, "-o", tmp_path / "run", "--epochs", "4", "--batch-size", "2", "--quiet")
     assert run.returncode == 0, run.stderr
     metrics = pd.read_csv(tmp_path / "run" / "metrics.tsv", sep="\t")

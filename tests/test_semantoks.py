@@ -350,7 +350,7 @@ def test_a_training_step_logs_every_term_and_moves_the_teacher():
 def test_pretrain_cli_runs_and_exports_the_teacher(tmp_path):
     corpus = make_region_corpus(tmp_path / "corpus", n_subjects=2, n_vols=190)
     arch = [f"--arch={k}={v}" for k, v in TINY["semantoks"].items()]
-    out = run_cli("pretrain", corpus, "--model", "semantoks", "-o", tmp_path / "run", *arch, "--batch-size", "2",
+    out = run_cli("pretrain", "--val-fraction", "0", "--crops-per-run", "1", corpus, "--model", "semantoks", "-o", tmp_path / "run", *arch, "--batch-size", "2",
                   "--epochs", "2", "--quiet")
     assert out.returncode == 0, out.stderr
     m = pd.read_csv(tmp_path / "run" / "metrics.tsv", sep="\t")

@@ -52,7 +52,17 @@ def pretrain(
     crops_per_run: Annotated[Optional[int], typer.Option(
         "--crops-per-run", help="Random crops drawn from each run per epoch.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: the family's).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(
+        "--max-steps", help="The run's length in optimiser steps (the schedule follows it; default: --epochs).")] = None,
+    time_limit: Annotated[Optional[str], typer.Option(
+        "--time-limit", metavar="DURATION", help="Wall-time for this run (e.g. 15m, 1h30m): the schedule is fitted to "
+                                                 "it and the run stops cleanly at it with a checkpoint.")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(
+        "--val-fraction", help="Participants held out for validation (default 0.2; 0 for none).")] = None,
+    val: Annotated[Optional[list[str]], typer.Option(
+        "--val", help="A validation corpus instead of a split (repeatable).")] = None,
+    val_every: Annotated[Optional[int], typer.Option(
+        "--val-every", help="Steps between validations (default: ten per run).")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its last checkpoint.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -64,20 +74,34 @@ def pretrain(
     quiet: o.Quiet = False,
 ) -> None:
     """Pretrain a model self-supervised on your own corpus; resumable, and DDP under torchrun."""
-    from brainfm_cli.tasks.pretrain import build_config, pretrain as run
+    from brainfm_cli.tasks.pretrain import build_config, parse_duration, pretrain as run
 
     flags = dict(model=model, corpus=tuple(corpus), output=str(output), size=size, atlas=atlas,
                  atlas_labels=str(atlas_labels) if atlas_labels else None,
                  transfer_networks=transfer_networks or None, epochs=epochs,
                  batch_size=batch_size, accumulation=accumulation, crops_per_run=crops_per_run, lr=lr,
                  max_steps=max_steps, checkpoint_every=checkpoint_every, device=device, dtype=dtype,
-                 missing=missing_regions, tr=tr, seed=seed)
+                 missing=missing_regions, tr=tr, seed=seed, time_limit=parse_duration(time_limit),
+                 val_fraction=val_fraction, val=tuple(val) if val else None, val_every=val_every)
     cfg = build_config(config, flags, _pairs(arch, "--arch"), _pairs(objective, "--objective"))
     with progress("pretrain", quiet, status="loading the corpus …") as bar:
 
-        def on_step(step, total, logs):
-            bar.update(step, total, f"loss {logs.get('loss', float('nan')):.4f}")
+        def on_plan(plan):
+            held = (f", {plan['validation_participants']} held out for validation" if plan["validation_participants"]
+                    else ", no validation split")
+            stderr.print(f"pretrain: {plan['total']} steps ({plan['steps_per_epoch']} per epoch; {plan['runs']} runs of "
+                         f"{plan['participants']} participants, {plan['crops_per_run']} crop(s) per run{held})"
+                         + (f", fitted to the time limit after the first steps" if plan["time_limit"] else ""),
+                         markup=False)
 
-        path = run(cfg, resume, on_step)
+        def on_step(step, total, logs):
+            text = f"loss {logs.get('loss', float('nan')):.4f}"
+            if "val_r2_0.75" in logs:
+                text += f" · val R² {logs['val_r2_0.75']:.3f}"
+            elif "val_loss" in logs:
+                text += f" · val {logs['val_loss']:.4f}"
+            bar.update(step, total, text)
+
+        path = run(cfg, resume, on_step, on_plan)
     stderr.print(f"model written to {path} (card: {path.parent / 'model.yaml'}; embed with --model "
                  f"{path.parent / 'model.yaml'})")

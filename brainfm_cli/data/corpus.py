@@ -133,3 +133,35 @@ def load_corpus(inputs: list[str], card, length: int | None = None, filters: Run
         raise BrainfmError(f"no run is long enough for {card.name} ({length} samples at TR {card.input.tr} s)",
                            fix="use longer runs or a model with a shorter window")
     return Corpus(runs, files, subs, length)
+
+
+def split_by_participant(corpus: Corpus, fraction: float, seed: int) -> tuple[Corpus, Corpus | None]:
+    """(training, validation) corpora with ``round(fraction × participants)`` participants held out, chosen by
+    ``seed``; no validation when that rounds to none. A split that leaves no training participant is an error."""
+    subjects = sorted(set(corpus.participants))
+    n_val = int(round(fraction * len(subjects)))
+    if fraction <= 0 or n_val == 0:
+        return corpus, None
+    if n_val >= len(subjects):
+        raise BrainfmError(f"--val-fraction {fraction} holds out all {len(subjects)} participants: none is left for "
+                           "training", fix="lower --val-fraction, give --val CORPUS, or add participants")
+    held = set(np.random.default_rng(seed).permutation(subjects)[:n_val].tolist())
+
+    def part(keep) -> Corpus:
+        idx = [i for i, p in enumerate(corpus.participants) if (p in held) == keep]
+        return Corpus([corpus.runs[i] for i in idx], [corpus.files[i] for i in idx],
+                      [corpus.participants[i] for i in idx], corpus.length)
+
+    return part(False), part(True)
+
+
+def windows(corpus: Corpus, length: int) -> tuple[np.ndarray, list[str]]:
+    """Non-overlapping windows ``[N, regions, length]`` of every run (from its start), with their participants."""
+    xs, subs = [], []
+    for run, sub in zip(corpus.runs, corpus.participants):
+        for start in range(0, run.shape[1] - length + 1, length):
+            xs.append(run[:, start:start + length])
+            subs.append(sub)
+    if not xs:
+        return np.zeros((0, corpus.runs[0].shape[0], length), dtype=np.float32), []
+    return np.stack(xs).astype(np.float32), subs

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -16,11 +17,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from brainfm_cli.data.corpus import load_corpus
+from brainfm_cli.data.corpus import load_corpus, split_by_participant
 from brainfm_cli.device import autocast, resolve_device, resolve_dtype
 from brainfm_cli.engine.distributed import barrier, device_for, init_distributed, shutdown
 from brainfm_cli.engine.ema import build_objective, update_teachers
 from brainfm_cli.engine.schedules import cosine, warmup_cosine
+from brainfm_cli.engine.validate import Validator, collapse_warning
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.atlases import load_atlas
 from brainfm_cli.io.files import atomic_path, atomic_write, read_tsv, write_json, write_tsv
@@ -59,18 +61,23 @@ class TrainConfig:
     final_weight_decay: float | None = None
     betas: tuple[float, float] | None = None
     grad_clip: float | None = None
-    crops_per_run: int = 1
+    crops_per_run: int | None = None  # None: enough crops that an epoch covers each run's samples about once
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
     checkpoint_every: int = 50
-    max_steps: int | None = None
+    max_steps: int | None = None  # the schedule's length (instead of epochs × steps per epoch)
+    time_limit: float | None = None  # seconds: fit the schedule into it and stop cleanly there, with a checkpoint
+    val_fraction: float = 0.2  # participants held out for validation (none when it rounds to 0)
+    val: tuple[str, ...] = ()  # a validation corpus instead of a split
+    val_every: int | None = None  # steps between validations (default: ten per run)
     tr: float | None = None
     missing: str = "error"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["corpus"] = list(self.corpus)
+        d["val"] = list(self.val)
         d["betas"] = list(self.betas) if self.betas else None
         return d
 
@@ -81,6 +88,7 @@ class TrainConfig:
         if missing:
             raise BrainfmError(f"the configuration lacks {missing}", fix="give them in the YAML or on the command line")
         d["corpus"] = tuple(d["corpus"])
+        d["val"] = tuple(d.get("val") or ())
         if d.get("betas"):
             d["betas"] = tuple(d["betas"])
         unknown = set(d) - set(cls.__dataclass_fields__)
@@ -114,9 +122,11 @@ def _seed(*parts: int) -> int:
 class Trainer:
     """Runs a :class:`TrainConfig` to completion, checkpointing and logging on the main process."""
 
-    def __init__(self, config: TrainConfig, on_step: Callable[[int, int, dict], None] | None = None):
+    def __init__(self, config: TrainConfig, on_step: Callable[[int, int, dict], None] | None = None,
+                 on_plan: Callable[[dict], None] | None = None):
         self.config = config
         self.on_step = on_step
+        self.on_plan = on_plan
 
     def run(self, resume: bool = False) -> Path:
         cfg = self.config
@@ -141,6 +151,14 @@ class Trainer:
             cfg = cfg.with_recipe(objective.recipe)
             self.config = cfg
             corpus = load_corpus(list(cfg.corpus), card, objective.sample_length, tr=cfg.tr, missing=cfg.missing)
+            if cfg.val:
+                val = load_corpus(list(cfg.val), card, objective.sample_length, tr=cfg.tr, missing=cfg.missing)
+            else:
+                corpus, val = split_by_participant(corpus, cfg.val_fraction, cfg.seed)
+            if cfg.crops_per_run is None:
+                mean_len = float(np.mean([r.shape[1] for r in corpus.runs]))
+                cfg = replace(cfg, crops_per_run=max(1, int(round(mean_len / corpus.length))))
+                self.config = cfg
             objective.to(device)
             ckpt_path = out / CHECKPOINT
             state = self._resume_state(ckpt_path, resume)
@@ -149,7 +167,8 @@ class Trainer:
                 if "gradients" in space_args:
                     self._write_gradients(out, card, space_args["gradients"])
             barrier(dist)
-            return self._loop(objective, corpus, card, device, dtype, dist, state)
+            validator = Validator(val, objective, cfg.seed, device) if val is not None else None
+            return self._loop(objective, corpus, card, device, dtype, dist, state, validator)
         finally:
             shutdown(dist)
 
@@ -198,8 +217,9 @@ class Trainer:
         saved = TrainConfig.from_dict(state["config"])
         mine = self.config.with_recipe({k: v for k, v in saved.to_dict().items() if k in (
             "lr", "start_lr", "min_lr", "warmup", "weight_decay", "final_weight_decay", "betas", "grad_clip")})
-        differ = [k for k in ("model", "size", "atlas", "architecture", "objective", "epochs", "batch_size", "accumulation", "seed",
-                              "crops_per_run") if getattr(saved, k) != getattr(mine, k)]
+        differ = [k for k in ("model", "size", "atlas", "architecture", "objective", "epochs", "batch_size",
+                              "accumulation", "seed", "crops_per_run", "val_fraction", "val")
+                  if getattr(saved, k) != getattr(mine, k)]
         if differ:
             raise BrainfmError(f"--resume with settings that differ from the checkpoint's: {differ}", path=path,
                                fix="resume with the original settings (see config.yaml in the run folder)")
@@ -213,7 +233,7 @@ class Trainer:
         with atomic_write(out / "config.yaml") as fh:
             yaml.safe_dump(self.config.to_dict(), fh, sort_keys=False)
 
-    def _loop(self, objective, corpus, card, device, dtype, dist, state) -> Path:
+    def _loop(self, objective, corpus, card, device, dtype, dist, state, validator=None) -> Path:
         from torch.nn.parallel import DistributedDataParallel
 
         cfg = self.config
@@ -224,8 +244,11 @@ class Trainer:
         if samples < per_step:
             log.warning("the corpus (%d samples) is smaller than one optimiser step (%d); samples repeat within a "
                         "step", samples, per_step)
-        total = cfg.epochs * steps_per_epoch
-        last = min(total, cfg.max_steps) if cfg.max_steps else total
+        total = int(state["total"]) if state is not None and state.get("total") else \
+            (cfg.max_steps or cfg.epochs * steps_per_epoch)
+        fit_to_time = cfg.time_limit is not None and not cfg.max_steps and state is None
+        # a run's schedule is fixed when it starts; --max-steps given on --resume only says where to stop this time
+        stop_at = min(total, cfg.max_steps) if state is not None and cfg.max_steps else total
         warmup = int(round(cfg.warmup * total))
         groups = param_groups(objective)
         opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
@@ -240,10 +263,25 @@ class Trainer:
             log.info("resumed from step %d", step)
         net = DistributedDataParallel(objective) if dist.enabled else objective
         metrics = _MetricsLog(out / "metrics.tsv", step) if dist.main else None
+        validation = _MetricsLog(out / "validation.tsv", step) if dist.main and validator is not None else None
+        val_every = cfg.val_every or max(1, total // 10)
+        if self.on_plan and dist.main:
+            self.on_plan({"total": total, "steps_per_epoch": steps_per_epoch, "crops_per_run": cfg.crops_per_run,
+                          "runs": len(corpus), "participants": len(set(corpus.participants)),
+                          "validation_participants": validator.participants if validator else 0,
+                          "start": step, "time_limit": cfg.time_limit})
+        initial: dict = {}
+        if validation is not None:  # the untrained model's figures: what training must improve on
+            initial = validator(objective, step, total)
+            if step == 0:
+                validation.write(0, 0, initial)
         stop = _StopFlag()
         logs: dict = {}
+        figures: dict = {}
+        started = time.monotonic()
+        timed_at: float | None = None
         with stop:
-            while step < last:
+            while step < stop_at:
                 epoch = step // steps_per_epoch
                 order = np.random.default_rng(_seed(cfg.seed, epoch)).permutation(samples) % len(corpus)
                 if len(order) < per_step:
@@ -283,25 +321,48 @@ class Trainer:
                 logs.update(update_teachers(objective, step, total))
                 logs.update(lr=lr, weight_decay=wd)
                 step += 1
+                if fit_to_time:  # time two steps after the first (which pays for warm-up), then fit the schedule
+                    if timed_at is None:
+                        timed_at, timed_step = time.monotonic(), step
+                    elif step == timed_step + 2:
+                        per_step = (time.monotonic() - timed_at) / 2
+                        left = cfg.time_limit - (time.monotonic() - started)
+                        total = stop_at = min(total, step + max(0, int(0.95 * left / per_step)))
+                        warmup = int(round(cfg.warmup * total))
+                        fit_to_time = False
+                        log.info("schedule fitted to the time limit: %d steps", total)
                 if metrics:
                     metrics.write(step, epoch, logs)
+                out_of_time = cfg.time_limit is not None and time.monotonic() - started >= cfg.time_limit
+                if validation is not None and (step % val_every == 0 or step >= stop_at or out_of_time):
+                    figures = validator(objective, step, total)
+                    validation.write(step, epoch, figures)
+                    warning = collapse_warning(figures, step, step / max(1, total), initial)
+                    if warning:
+                        log.warning(warning)
+                    logs = {**logs, **figures}
                 if self.on_step and dist.main:
-                    self.on_step(step, last, logs)
-                if dist.main and (step % cfg.checkpoint_every == 0 or step == last or stop.requested):
-                    self._checkpoint(out, objective, opt, scaler, step)
+                    self.on_step(step, total, logs)
+                if dist.main and (step % cfg.checkpoint_every == 0 or step >= stop_at or stop.requested
+                                  or out_of_time):
+                    self._checkpoint(out, objective, opt, scaler, step, total)
                 if stop.requested:
                     raise KeyboardInterrupt
+                if out_of_time and step < stop_at:
+                    log.warning("stopped at the time limit (%.0f s) after step %d of %d, with a checkpoint: "
+                                "--resume continues the run", cfg.time_limit, step, total)
+                    break
         if dist.main:
-            return self._export(out, objective, card, step, total, logs, corpus)
+            return self._export(out, objective, card, step, total, logs, corpus, figures)
         return out / "model.safetensors"
 
-    def _checkpoint(self, out: Path, objective, opt, scaler, step: int) -> None:
-        state = {"objective": objective.state_dict(), "optimizer": opt.state_dict(), "step": step,
+    def _checkpoint(self, out: Path, objective, opt, scaler, step: int, total: int) -> None:
+        state = {"objective": objective.state_dict(), "optimizer": opt.state_dict(), "step": step, "total": total,
                  "config": self.config.to_dict(), "scaler": scaler.state_dict() if scaler else None}
         with atomic_path(out / CHECKPOINT) as tmp:
             torch.save(state, tmp)
 
-    def _export(self, out: Path, objective, card, step, total, logs, corpus) -> Path:
+    def _export(self, out: Path, objective, card, step, total, logs, corpus, figures) -> Path:
         import yaml
 
         model = objective.export_model()
@@ -311,6 +372,8 @@ class Trainer:
             "steps": step, "total_steps": total, "runs": len(corpus), "participants": len(set(corpus.participants)),
             "final_loss": logs.get("loss"),
         })
+        if figures:
+            training["validation"] = {k: round(float(v), 6) for k, v in figures.items()}
         space = model.card.input
         with torch.no_grad():  # the embedding width of the default pooling, for the card
             probe = torch.zeros(1, space.n_regions, space.seq_len, device=next(model.parameters()).device)
@@ -322,7 +385,51 @@ class Trainer:
         card_dict["weights"] = {"file": "model.safetensors", "sha256": sha256sum(path)}
         with atomic_write(out / "model.yaml") as fh:
             yaml.safe_dump(card_dict, fh, sort_keys=False, allow_unicode=True)
+        write_report(out, model.card)
         return path
+
+
+def write_report(out: Path, card) -> Path:
+    """``report.html`` in the run folder: the training loss and every validation figure over the steps."""
+    import pandas as pd
+
+    from brainfm_cli.io.report import HtmlReport, new_figure
+
+    rep = HtmlReport(f"brainfm pretrain: {card.name}")
+    rep.paragraph(f"{card.family} ({card.architecture.get('size', '')}), {card.input.n_regions} regions of "
+                  f"{card.input.atlas or card.input.atlas_description}; "
+                  f"{card.training.get('steps')} of {card.training.get('total_steps')} steps on "
+                  f"{card.training.get('runs')} runs of {card.training.get('participants')} participants.")
+    metrics = pd.read_csv(out / "metrics.tsv", sep="\t", na_values=["n/a"])
+    fig = new_figure(6.0, 3.2)
+    ax = fig.subplots()
+    ax.plot(metrics["step"], metrics["loss"], lw=1, label="training loss")
+    val_path = out / "validation.tsv"
+    val = pd.read_csv(val_path, sep="\t", na_values=["n/a"]) if val_path.exists() else None
+    if val is not None and "val_loss" in val:
+        ax.plot(val["step"], val["val_loss"], marker="o", lw=1, label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend(frameon=False)
+    rep.figure(fig, caption="The objective on training batches and on the held-out participants.")
+    if val is not None:
+        r2 = [c for c in val.columns if c.startswith("val_r2_")]
+        if r2:
+            fig = new_figure(6.0, 3.2)
+            ax = fig.subplots()
+            for c in r2:
+                ax.plot(val["step"], val[c], marker="o", lw=1, label=f"mask ratio {c.split('_')[-1]}")
+            ax.axhline(0, color="0.6", lw=0.8)
+            ax.set_xlabel("step")
+            ax.set_ylabel("held-out R² on hidden values")
+            ax.legend(frameon=False)
+            rep.figure(fig, caption="Masked reconstruction on held-out participants (0: predicting the mean; "
+                                    "compare with 'brainfm reconstruct', which adds the baselines).")
+        rep.table(val, caption="Validation figures (step 0: the untrained model)", float_format="{:.4g}")
+    else:
+        rep.note("No validation split (--val-fraction 0 or too few participants): nothing says how well the "
+                 "model does on data it has not seen.")
+    return rep.write(out / "report.html")
 
 
 class _MetricsLog:

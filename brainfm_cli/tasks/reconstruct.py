@@ -209,7 +209,7 @@ def reconstruct(inputs: list[str], output: str | Path, opts: ReconstructOptions,
 
 def _write(out: Path, metrics: pd.DataFrame, sidecar: dict, traces, card) -> None:
     from brainfm_cli.io.files import atomic_group
-    from brainfm_cli.tasks.report import HtmlReport, new_figure
+    from brainfm_cli.io.report import HtmlReport, new_figure
 
     rep = HtmlReport(f"brainfm reconstruct: {card.name}")
     rep.paragraph(sidecar["Description"] + ".")

@@ -39,7 +39,7 @@ def verdicts(result: ProbeResult) -> list[str]:
 
 
 def _comparison_figure(result: ProbeResult):
-    from brainfm_cli.tasks.report import new_figure
+    from brainfm_cli.io.report import new_figure
 
     metrics = list(result.models[0].summary)
     names = [m.name for m in result.models]
@@ -64,7 +64,7 @@ def _comparison_figure(result: ProbeResult):
 
 
 def _model_figure(result: ProbeResult, m: ModelResult):
-    from brainfm_cli.tasks.report import new_figure
+    from brainfm_cli.io.report import new_figure
 
     s = result.setup
     mean_pred = np.mean(m.oof, axis=0)
@@ -95,7 +95,7 @@ def _model_figure(result: ProbeResult, m: ModelResult):
 
 def build_report(result: ProbeResult):
     """The HTML report: verdicts, tables, a comparison plot, a scatter or confusion matrix per model."""
-    from brainfm_cli.tasks.report import HtmlReport
+    from brainfm_cli.io.report import HtmlReport
 
     s, st = result.setup, result.settings
     rep = HtmlReport(f"brainfm probe: {st['target']} ({s.task})")
