@@ -55,8 +55,45 @@ def report(exc: BaseException) -> None:
     stderr.print(f"[bold red]error:[/] {escape(text)}")
 
 
+# Placeholders in --help: what a value is, in the words of the field (flags show none).
+METAVARS = {
+    "tr": "SECONDS", "high_pass": "HZ", "low_pass": "HZ", "smoothing_fwhm": "MM", "time_limit": "DURATION",
+    "model": "NAME", "size": "NAME", "atlas": "NAME|FILE", "roi_atlas": "NAME|FILE", "weights": "FILE|hf://REPO",
+    "participant_label": "LABEL", "session": "LABEL", "run": "LABEL", "space": "SPACE", "device": "DEVICE",
+    "dtype": "DTYPE", "pooling": "POOLING", "aggregate": "none|mean", "missing_regions": "error|zero",
+    "confounds": "STRATEGY", "arch": "KEY=VALUE", "objective": "KEY=VALUE", "target": "COLUMN",
+    "group_by": "COLUMN", "head": "linear|mlp", "baseline": "fc|none", "mask_ratio": "RATIO",
+    "val_fraction": "FRACTION", "min_coverage": "FRACTION", "seed": "N", "roi_labels": "LABELS",
+    "output": "PATH", "participants": "FILE", "timeseries": "PATH", "train": "PATH", "val": "PATH",
+}
+BY_TYPE = {"path": "PATH", "integer": "N", "float": "NUMBER", "text": "TEXT"}
+
+
+def name_placeholders(command) -> None:
+    """Give every option of ``command`` (and its subcommands) a placeholder that says what the value is."""
+    for sub in getattr(command, "commands", {}).values():
+        name_placeholders(sub)
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False) or param.metavar is not None or param.name in ("help", "version"):
+            continue
+        if getattr(param, "param_type_name", "") == "argument":
+            param.metavar = param.name.upper()
+            continue
+        kind = getattr(getattr(param, "type", None), "name", "text")
+        meta = METAVARS.get(param.name) or BY_TYPE.get(kind, "VALUE")
+        if param.name == "task":  # a BIDS entity, except probe's regression|classification
+            meta = "regression|classification" if command.name == "probe" else "LABEL"
+        if param.name == "confounds" and command.name == "probe":
+            meta = "COLUMNS"
+        param.metavar = meta + ("..." if getattr(param, "multiple", False) or param.nargs == -1 else "")
+
+
 class BrainfmGroup(TyperGroup):
     """The root command group: sets up logging once and maps every command's exceptions to exit codes."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        name_placeholders(self)
 
     def main(self, args=None, *rest, **kwargs):
         _ARGV[:] = [str(a) for a in (sys.argv[1:] if args is None else args)]

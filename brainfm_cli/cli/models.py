@@ -8,7 +8,7 @@ import typer
 
 from brainfm_cli.cli._output import stderr
 
-app = typer.Typer(help="List registered models, or show one model card.", no_args_is_help=False,
+app = typer.Typer(help="List registered models, or show one model card.", no_args_is_help=False, rich_markup_mode=None,
                   invoke_without_command=True, add_completion=False)
 
 

@@ -110,6 +110,13 @@ def plan_run(run: BoldRun, params: CleanParams) -> RunPlan:
     if tr is None:
         log.warning("%s: no repetition time in a sidecar or the header; RepetitionTime is left empty (use --tr)",
                     run.path.name)
+    if tr is not None and params.filtering:
+        nyquist = 0.5 / tr
+        for flag, cut in (("--low-pass", params.low_pass), ("--high-pass", params.high_pass)):
+            if cut is not None and cut >= nyquist:
+                raise BrainfmError(f"{flag} {cut} Hz is at or above the Nyquist frequency {nyquist:.4g} Hz of this "
+                                   f"run (TR {tr:g} s): the filter cannot be applied", path=run.path,
+                                   fix=f"give a cut-off below {nyquist:.4g} Hz, or leave {flag} out")
     n_vols = img.shape[3]
     confounds, sample_mask = (None, None)
     if params.confounds != "none":

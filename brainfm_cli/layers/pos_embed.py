@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 
 
-def sincos_1d(dim: int, positions: torch.Tensor | int) -> torch.Tensor:
+def sincos_1d(dim: int, positions: torch.Tensor | int, base: float = 10000.0) -> torch.Tensor:
     if dim % 2:
         raise ValueError(f"sin-cos embedding width must be even, got {dim}")
     pos = torch.arange(positions, dtype=torch.float64) if isinstance(positions, int) else positions.double()
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    omega = 1.0 / base ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
     angles = pos.reshape(-1)[:, None] * omega[None, :]
     return torch.cat([angles.sin(), angles.cos()], dim=1).float()
 

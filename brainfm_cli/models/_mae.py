@@ -21,6 +21,22 @@ class MaskedAutoencoder:
     def decoder_positions(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.decoder_pos_embed[0, 1:], self.decoder_pos_embed[0, :1]
 
+    def decoder_attention_mask(self, keep: torch.Tensor, n_tokens: int, device) -> torch.Tensor | None:
+        """Which tokens each decoder token may read (None: all of them, MAE's decoder)."""
+        mode = getattr(self, "decoder_attention", "all")
+        if mode == "all":
+            return None
+        seen = torch.zeros(keep.shape[0], 1 + n_tokens, dtype=torch.bool, device=device)
+        seen[:, 0] = True
+        seen.scatter_(1, keep + 1, True)
+        if mode == "visible":
+            return seen[:, None, None, :]
+        time = torch.cat([torch.full((1,), -1, device=device), self.token_times(n_tokens).to(device)])
+        same = time[:, None] == time[None, :]  # [1 + N, 1 + N]
+        allowed = seen[:, None, :] & (same[None] | seen[:, :, None])  # visible queries read every visible key
+        allowed[:, :, 0] = True
+        return allowed[:, None]
+
     def encode_patches(self, tokens: torch.Tensor, keep: torch.Tensor | None = None,
                        attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Patch embeddings ``[B, N, D]`` → encoder output ``[B, 1 + K, D]`` (CLS first) for the patches in
@@ -44,6 +60,7 @@ class MaskedAutoencoder:
         pos, cls_pos = self.decoder_positions(n_tokens)
         cls = y[:, :1] if cls_pos is None else y[:, :1] + cls_pos
         full = torch.cat([cls, full + pos], dim=1)
+        attn_mask = self.decoder_attention_mask(keep, n_tokens, full.device)
         for blk in self.decoder_blocks:
-            full = blk(full)
+            full = blk(full, attn_mask)
         return self.decoder_pred(self.decoder_norm(full))[:, 1:]

@@ -36,15 +36,36 @@ class BrainLM(MaskedAutoencoder, BrainModel):
         self.n_regions = space.n_regions
         eps = float(a.get("norm_eps", 1e-6))
         self.register_buffer("coords", torch.as_tensor(coords, dtype=torch.float32).reshape(-1, 3))
+        # MNI mm enter the spatial map divided by a fixed length (a reparametrisation of the same linear map):
+        # raw mm (|xyz| ~ 50) make the spatial code ~15x the patch code and drown the signal
+        self.coord_scale = float(a.get("coord_scale", 1.0))
+        # xyz: Linear(3 -> D) of the coordinates (the authors'); fourier: Linear of multi-frequency sin-cos of the
+        # scaled coordinates; +learned: a free vector per region on top (region identity beyond 3 dimensions)
+        self.spatial = str(a.get("spatial_embedding", "xyz"))
+        kinds = {"xyz", "learned", "xyz+learned", "fourier", "fourier+learned"}
+        if self.spatial not in kinds:
+            raise ValueError(f"spatial_embedding must be one of {sorted(kinds)}, got {self.spatial!r}")
+        self.n_freq = int(a.get("fourier_frequencies", 6))
+        n_in = 3 if self.spatial.startswith("xyz") else 6 * self.n_freq
+        # the sin-cos time code is multiplied by time_scale (1 = the paper's unit code)
+        self.time_scale = float(a.get("time_scale", 1.0))
+        # the sin-cos base: 10000 leaves most frequencies constant over ~10 patches (adjacent codes ~0.94 alike)
+        self.time_base = float(a.get("time_base", 10000.0))
+        # decoder_attention visible: hidden tokens read only CLS and the visible tokens (their mask tokens are alike
+        # and otherwise soak up the attention); "all" is MAE's decoder
+        self.decoder_attention = str(a.get("decoder_attention", "all"))
         self.patch_embed = nn.Linear(self.patch, D)
-        self.xyz_embed = nn.Linear(3, D)
+        self.xyz_embed = nn.Linear(n_in, D) if self.spatial != "learned" else None
+        learned = self.spatial.endswith("learned")
+        self.region_embed = nn.Parameter(torch.zeros(self.n_regions, D)) if learned else None
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.blocks = nn.ModuleList(Block(D, int(a["num_heads"]), float(a.get("mlp_ratio", 4.0)), norm_eps=eps)
                                     for _ in range(int(a["depth"])))
         self.norm = nn.LayerNorm(D, eps=eps)
         self.decoder_embed = nn.Linear(D, Dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
-        self.decoder_xyz = nn.Linear(3, Dd)
+        self.decoder_xyz = nn.Linear(n_in, Dd) if self.spatial != "learned" else None
+        self.decoder_region_embed = nn.Parameter(torch.zeros(self.n_regions, Dd)) if learned else None
         self.decoder_blocks = nn.ModuleList(Block(Dd, int(a["decoder_heads"]), float(a.get("mlp_ratio", 4.0)),
                                                   norm_eps=eps) for _ in range(int(a["decoder_depth"])))
         self.decoder_norm = nn.LayerNorm(Dd, eps=eps)
@@ -52,6 +73,19 @@ class BrainLM(MaskedAutoencoder, BrainModel):
         self.apply(init_vit_weights)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+        # qk_init tied: keys start equal to queries, so attention starts as similarity of positions (same-time
+        # tokens attend to each other) instead of a random bilinear form that must be learnt from a tiny signal
+        if str(a.get("qk_init", "independent")) == "tied":
+            with torch.no_grad():
+                for blk in [*self.blocks, *self.decoder_blocks]:
+                    w = blk.attn.qkv.weight
+                    w[w.shape[0] // 3: 2 * w.shape[0] // 3] = w[: w.shape[0] // 3]
+        if learned:
+            nn.init.trunc_normal_(self.region_embed, std=0.02)
+            nn.init.trunc_normal_(self.decoder_region_embed, std=0.02)
+        # start from the mean prediction: a random head predicts noise of SD ~0.7, and the fastest way to remove
+        # it is to make the network input-independent (collapse to the mean, from which it does not recover)
+        nn.init.zeros_(self.decoder_pred[-1].weight)
 
     @classmethod
     def from_card(cls, card: ModelCard, coords=None) -> "BrainLM":
@@ -69,17 +103,36 @@ class BrainLM(MaskedAutoencoder, BrainModel):
                                fix=f"crop or pad the input to a multiple of {self.patch}")
         return x.reshape(B, R * (T // self.patch), self.patch)
 
-    def _positions(self, proj: nn.Linear, dim: int, n_patches: int) -> torch.Tensor:
-        space = proj(self.coords)[:, None, :]  # [R, 1, D]
-        time = sincos_1d(dim, n_patches).to(device=space.device, dtype=space.dtype)[None]  # [1, P, D]
-        return (space + time).reshape(-1, dim)  # [R·P, D]
+    def _coordinate_features(self) -> torch.Tensor:
+        c = self.coords / self.coord_scale
+        if self.spatial.startswith("xyz"):
+            return c
+        # periods 4, 2, 1, 1/2, ... scaled units (200, 100, 50, 25, ... mm at coord_scale 50)
+        freqs = 2.0 ** torch.arange(self.n_freq, device=c.device, dtype=c.dtype) * (torch.pi / 2)
+        ang = c[:, :, None] * freqs  # [R, 3, F]
+        return torch.cat([ang.sin(), ang.cos()], dim=-1).reshape(c.shape[0], -1)
+
+    def _positions(self, proj: nn.Linear | None, region: torch.Tensor | None, dim: int, n_patches: int) -> torch.Tensor:
+        space = 0
+        if proj is not None:
+            space = proj(self._coordinate_features())
+        if region is not None:
+            space = space + region
+        space = space[:, None, :]  # [R, 1, D]
+        time = sincos_1d(dim, n_patches, self.time_base).to(device=space.device, dtype=space.dtype)[None]  # [1, P, D]
+        return (space + self.time_scale * time).reshape(-1, dim)  # [R·P, D]
 
     def positions(self, n: int) -> tuple[torch.Tensor, None]:
-        """xyz embedding of each token's region plus sin-cos of its time patch; the CLS token has none."""
-        return self._positions(self.xyz_embed, self.cls_token.shape[-1], n // self.n_regions), None
+        """Spatial embedding of each token's region plus sin-cos of its time patch; the CLS token has none."""
+        return self._positions(self.xyz_embed, self.region_embed, self.cls_token.shape[-1], n // self.n_regions), None
 
     def decoder_positions(self, n: int) -> tuple[torch.Tensor, None]:
-        return self._positions(self.decoder_xyz, self.mask_token.shape[-1], n // self.n_regions), None
+        return self._positions(self.decoder_xyz, self.decoder_region_embed, self.mask_token.shape[-1],
+                               n // self.n_regions), None
+
+    def token_times(self, n_tokens: int) -> torch.Tensor:
+        """The time patch of each token (region-major ``r·P + t``)."""
+        return torch.arange(n_tokens) % (n_tokens // self.n_regions)
 
     def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, R, T]`` → patch tokens ``[B, R·P, D]`` (no positions yet)."""

@@ -181,7 +181,7 @@ def _read_torch(path: Path) -> Any:
 
 def save_checkpoint(state_dict: dict, card: dict, path: str | Path, extra: dict[str, str] | None = None) -> Path:
     """Write brainfm's own checkpoint: safetensors with the model card in its metadata (atomic)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from brainfm_cli import __version__
 
@@ -189,8 +189,20 @@ def save_checkpoint(state_dict: dict, card: dict, path: str | Path, extra: dict[
     meta = {"format": FORMAT, "brainfm_version": __version__, "card": json.dumps(card, sort_keys=True)}
     meta.update(extra or {})
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        Path(tmp).write_bytes(_canonical_safetensors(save(tensors, metadata=meta)))
     return Path(path)
+
+
+def _canonical_safetensors(blob: bytes) -> bytes:
+    """The same file with its JSON header written in sorted key order (safetensors writes its metadata map in a
+    random order per process), so identical weights give identical bytes and SHA-256."""
+    import struct
+
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    return struct.pack("<Q", len(text)) + text + blob[8 + n:]
 
 
 def strip_prefix(state: dict, prefix: str) -> dict:

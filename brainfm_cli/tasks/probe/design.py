@@ -196,6 +196,13 @@ def _class_key(label: str):
 
 
 def _check_folds(task, y, classes, groups, folds, target, group_by, path):
+    """Checks on the participants actually used (after matching to every model), not on participants.tsv."""
+    if (task == "classification" and len(classes) < 2) or (task == "regression" and np.ptp(y) == 0):
+        value = classes[0] if task == "classification" and classes else (y[0] if len(y) else "n/a")
+        raise BrainfmError(f"'{target}' is {value!r} for every one of the {len(y)} participant(s) left after "
+                           "matching them to the embeddings: nothing to predict", path=path,
+                           fix="check which participants have embeddings (the others are dropped), or choose "
+                           "another --target")
     n_groups = len(np.unique(groups))
     if folds < 2:
         raise BrainfmError(f"--folds {folds}: need at least 2", fix="use --folds 5 (the default)")

@@ -181,11 +181,28 @@ def _func_dir(root: Path, ent: dict[str, str]) -> Path:
 def simulate_dataset(out_dir: str | Path, atlas: Atlas, cfg: SimulationConfig, overwrite: bool = False,
                      on_run: Callable[[dict], None] | None = None) -> SimulationResult:
     """Simulate every participant's runs and write the dataset and its ground truth; returns what was written."""
-    with single_threaded_blas():
-        try:
-            return _simulate(Path(out_dir), atlas, cfg, overwrite, on_run)
-        except FloatingPointError as exc:
-            raise BrainfmError(f"{exc} at --dt {cfg.dt:g} s", fix="use a smaller --dt, e.g. 0.01") from None
+    import os
+    import shutil
+
+    out = Path(out_dir)
+    _check_output(out, overwrite)
+    # built in a hidden sibling folder and renamed into place at the end: an error or Ctrl-C leaves nothing
+    build = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(build, ignore_errors=True)
+    try:
+        with single_threaded_blas():
+            try:
+                result = _simulate(build, atlas, cfg, True, on_run)
+            except FloatingPointError as exc:
+                raise BrainfmError(f"{exc} at --dt {cfg.dt:g} s", fix="use a smaller --dt, e.g. 0.01") from None
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(build, out)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    result.out_dir = out
+    result.files = [out / f.relative_to(build) if f.is_relative_to(build) else f for f in result.files]
+    return result
 
 
 def _simulate(out: Path, atlas: Atlas, cfg: SimulationConfig, overwrite: bool,
