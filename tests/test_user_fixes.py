@@ -85,3 +85,53 @@ def test_every_help_page_renders_with_placeholders_that_mean_something(command):
         assert "hf://ORG/REPO[/SUB]" in res.stdout  # brackets are text, not markup
         assert "--weights FILE|hf://REPO" in res.stdout and "--tr SECONDS" in res.stdout
         assert "--overwrite " in res.stdout and "--overwrite BOOL" not in res.stdout
+
+
+def test_several_labels_after_one_filter_flag_as_bids_apps_take_them(tmp_path):
+    from brainfm_cli.cli._errors import expand_entity_lists
+
+    bids = make_bids(tmp_path / "bids", subjects=("01", "02", "03"), n_vols=30)
+    res = invoke("parcellate", bids, "-o", tmp_path / "out", "--atlas", "dosenbach160", "--participant-label",
+                 "01", "02", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert sorted(p.name.split("_")[0] for p in (tmp_path / "out").rglob("*_timeseries.tsv")) == ["sub-01", "sub-02"]
+    assert expand_entity_lists(["probe", "--task", "regression", "x"]) == ["probe", "--task", "regression", "x"]
+    assert expand_entity_lists(["embed", "--run", "1", "2", "-q"]) == ["embed", "--run", "1", "--run", "2", "-q"]
+    res = invoke("parcellate", bids, "02", "-o", tmp_path / "o2", "--atlas", "dosenbach160")
+    assert res.exit_code == 1 and "'02' looks like a participant label" in res.stderr
+
+
+def test_files_that_are_not_checkpoints_are_named_so(tmp_path):
+    from brainfm_cli.models.checkpoint import read_checkpoint
+
+    (tmp_path / "page.pt").write_text("<html>rate limited</html>")
+    (tmp_path / "noise.bin").write_bytes(np.random.default_rng(0).bytes(4096).replace(b"\x80", b"\x00"))
+    for name in ("page.pt", "noise.bin"):
+        with pytest.raises(BrainfmError, match="not a checkpoint"):
+            read_checkpoint(tmp_path / name)
+
+
+def test_weak_messages_say_what_is_wrong(tmp_path):
+    import pandas as pd
+
+    from brainfm_cli.io.files import read_tsv
+    from brainfm_cli.io.timeseries import read_timeseries
+
+    path = tmp_path / "sub-01_task-rest_timeseries.tsv"
+    pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [1.0, 2.0, 3.0]}).to_csv(path, sep="\t", index=False)
+    path.write_text(path.read_text().replace("2.0\t2.0", "2.0\tNaN"))
+    with pytest.raises(BrainfmError, match="(?s)'NaN' at line 3, column 'b'.*write missing values as n/a"):
+        read_timeseries(path)
+    part = write_participants(tmp_path / "p.tsv", participant_id=["sub-01", "sub-02"], age=[20.0, 30.0])
+    res = invoke("probe", "-", "--target", "age", "--participants", part, "-o", tmp_path / "o", input="")
+    assert res.exit_code == 1 and "nothing arrived on standard input" in res.stderr
+    with pytest.raises(BrainfmError, match="the TSV file is empty"):
+        (tmp_path / "empty.tsv").write_text("")
+        read_tsv(tmp_path / "empty.tsv")
+
+
+def test_a_failed_parcellate_leaves_no_description_in_a_new_folder(tmp_path):
+    bids = make_bids(tmp_path / "bids", subjects=("01",), n_vols=30, tr=2.0)
+    res = invoke("parcellate", bids, "-o", tmp_path / "out", "--atlas", "dosenbach160", "--confounds", "simple")
+    assert res.exit_code == 1
+    assert not (tmp_path / "out" / "dataset_description.json").exists()

@@ -88,6 +88,27 @@ def name_placeholders(command) -> None:
         param.metavar = meta + ("..." if getattr(param, "multiple", False) or param.nargs == -1 else "")
 
 
+ENTITY_FLAGS = ("--participant-label", "--session", "--task", "--run")
+
+
+def expand_entity_lists(args: list[str]) -> list[str]:
+    """BIDS-App filters take several values after one flag (``--participant-label 01 02``): the values that
+    follow, up to the next option, become repeated flags. A value that is an existing path stays an input."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    out, i = [], 0
+    while i < len(args):
+        out.append(args[i])
+        flag = args[i]
+        i += 1
+        if flag in ENTITY_FLAGS and not (flag == "--task" and command == "probe") and i < len(args):
+            out.append(args[i])
+            i += 1
+            while i < len(args) and not args[i].startswith("-") and not Path(args[i]).exists():
+                out += [flag, args[i]]
+                i += 1
+    return out
+
+
 class BrainfmGroup(TyperGroup):
     """The root command group: sets up logging once and maps every command's exceptions to exit codes."""
 
@@ -97,7 +118,7 @@ class BrainfmGroup(TyperGroup):
 
     def main(self, args=None, *rest, **kwargs):
         _ARGV[:] = [str(a) for a in (sys.argv[1:] if args is None else args)]
-        return super().main(args, *rest, **kwargs)
+        return super().main(expand_entity_lists(list(_ARGV)), *rest, **kwargs)
 
     def invoke(self, ctx: typer.Context):
         setup_logging()

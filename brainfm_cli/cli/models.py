@@ -33,13 +33,14 @@ def models(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="brainfm models")
-    cols = ("name", "family", "atlas", "regions", "tr", "window", "size", "embedding", "weights")
-    for c in cols:
-        table.add_column(c, overflow="fold")
+    table = Table(title="brainfm models ('brainfm models show NAME' for the card)", box=None, pad_edge=False)
+    for c in ("name", "family", "regions", "TR", "window", "weights"):
+        table.add_column(c, no_wrap=True)
     for r in rows:
-        table.add_row(*(str(r[c]) for c in cols))
-    Console(width=max(Console().width, 140)).print(table)
+        weights = r["weights"] if r["weights"] in ("shipped",) else \
+            ("--weights needed" if str(r["weights"]).startswith("none") else "published (--weights FILE)")
+        table.add_row(r["name"], r["family"], str(r["regions"]), f"{r['tr']:g} s", str(r["window"]), weights)
+    Console(highlight=False).print(table)
 
 
 @app.command("show")

@@ -119,7 +119,8 @@ class Preprocessor:
                 ) -> tuple[np.ndarray, list[int]]:
         """Run ``[T, R]`` at ``tr`` → ``[R, T']`` model-ready; also the indices of all-n/a regions (zero-filled)."""
         if tr is None:
-            raise BrainfmError("the repetition time is unknown (no sidecar)", path=source,
+            raise BrainfmError("the repetition time is unknown: no RepetitionTime in the run's JSON sidecar (or no "
+                               "sidecar) and no --tr", path=source,
                                fix="pass --tr SECONDS (or keep the JSON sidecar beside the TSV)")
         data = np.asarray(data, dtype=np.float64)
         nan = np.isnan(data)

@@ -34,6 +34,15 @@ def parse_entities(name: str) -> tuple[dict[str, str], str]:
     return entities, suffix
 
 
+def missing_input_fix(item: Path) -> str:
+    """What to do about an input that does not exist; a bare label (``02``, ``sub-02``) was meant as a filter."""
+    name = str(item)
+    if "/" not in name and "." not in name and len(name) <= 24 and name.replace("-", "").replace("_", "").isalnum():
+        return (f"'{name}' looks like a participant label, not a path: put labels after --participant-label "
+                "(several may follow it), and the dataset folder before the options")
+    return "check the path"
+
+
 def _strip(label: str, prefix: str) -> str:
     return label[len(prefix) + 1:] if label.startswith(prefix + "-") else label
 
@@ -172,7 +181,7 @@ def discover_bold(inputs: list[str | Path], filters: RunFilter | None = None, sp
     for item in inputs:
         item = Path(item)
         if not item.exists():
-            raise BrainfmError("input not found", path=item, fix="check the path")
+            raise BrainfmError("input not found", path=item, fix=missing_input_fix(item))
         if item.is_dir():
             files, derivatives = _find_in_folder(item)
             if not files:

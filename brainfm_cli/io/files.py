@@ -130,6 +130,10 @@ def read_tsv(path: str | Path, **kwargs) -> pd.DataFrame:
     try:
         return pd.read_csv(source, sep="\t", na_values=[NA], keep_default_na=False, **kwargs)
     except pd.errors.EmptyDataError:
+        if source is sys.stdin:
+            raise BrainfmError("nothing arrived on standard input", path=name,
+                               fix="pipe a TSV into the command, e.g. 'brainfm embed … -o - | brainfm probe - …', "
+                               "and check that the command before the pipe succeeded") from None
         raise BrainfmError("the TSV file is empty", path=name, fix="regenerate it") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise BrainfmError(f"not a readable TSV ({exc})", path=name,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainfm_cli.io.bids import RunFilter, parse_entities
+from brainfm_cli.io.bids import RunFilter, missing_input_fix, parse_entities
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.io.files import (atomic_group, json_text, read_json, read_tsv, sidecar_path, split_ext, tsv_text,
                                   write_json)
@@ -81,7 +81,7 @@ def discover_timeseries(inputs: list[str | Path], filters: RunFilter | None = No
     for item in inputs:
         item = Path(item)
         if not item.exists():
-            raise BrainfmError("input not found", path=item, fix="check the path")
+            raise BrainfmError("input not found", path=item, fix=missing_input_fix(item))
         if item.is_dir():
             files = sorted(item.rglob(f"*_{SUFFIX}.tsv"))
             files = [f for f in files if "desc-confounds" not in f.name]
@@ -111,14 +111,21 @@ def read_timeseries(path: str | Path, tr: float | None = None) -> RegionTimeseri
     bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     if bad:
         col = bad[0]
-        sample = next((v for v in df[col] if not _is_number(v)), df[col].iloc[0])
-        raise BrainfmError(f"non-numeric value {sample!r} in column '{col}' ({len(bad)} non-numeric column(s))",
-                           path=path, fix="a time-series TSV holds only numbers, with n/a only as a whole column")
+        row = next((i for i, v in enumerate(df[col]) if not _is_number(v)), 0)
+        sample = df[col].iloc[row]
+        missing = str(sample).strip().lower() in ("nan", "na", "null", "none", "")
+        raise BrainfmError(f"non-numeric value {sample!r} at line {row + 2}, column '{col}' ({len(bad)} "
+                           "non-numeric column(s))", path=path,
+                           fix="write missing values as n/a (BIDS), which may only fill a whole column" if missing
+                           else "a time-series TSV holds only numbers, with n/a only as a whole column")
     values = df.to_numpy(dtype=np.float64)
     nan = np.isnan(values)
     partial = nan.any(axis=0) & ~nan.all(axis=0)
     if partial.any():
-        raise BrainfmError(f"n/a inside the series of region(s) {list(df.columns[partial][:5])}", path=path,
+        col = int(np.flatnonzero(partial)[0])
+        row = int(np.flatnonzero(nan[:, col])[0])
+        raise BrainfmError(f"n/a inside the series of region(s) {list(df.columns[partial][:5])}: the first missing "
+                           f"value (n/a or NaN) is at line {row + 2}, column '{df.columns[col]}'", path=path,
                            fix="n/a may only fill a whole column (a region without coverage); re-run parcellate")
     if np.isinf(values).any():
         raise BrainfmError("infinite values in the time series", path=path, fix="re-run parcellate on clean data")
@@ -140,8 +147,8 @@ def read_timeseries(path: str | Path, tr: float | None = None) -> RegionTimeseri
 
 
 def _is_number(value) -> bool:
+    """A finite number (``NaN`` written as text is a missing value, not a number)."""
     try:
-        float(value)
-        return True
+        return bool(np.isfinite(float(value)))
     except (TypeError, ValueError):
         return False

@@ -159,6 +159,12 @@ def _as_plain(obj: Any) -> Any:
 def _read_torch(path: Path) -> Any:
     import torch
 
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # a torch zip, or a (legacy) pickle
+        raise BrainfmError("not a checkpoint: neither a PyTorch file (zip or pickle) nor safetensors", path=path,
+                           fix="give the weights file itself (.safetensors, .pt, .pth, .bin); a text or HTML page "
+                           "saved under that name is not one (download it again)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -174,7 +180,8 @@ def _read_torch(path: Path) -> Any:
                            f"code when unpickled ({first})", path=path,
                            fix="get the weights as safetensors, or re-save only the state dict from a trusted "
                            "environment: torch.save(model.state_dict(), PATH)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError) as exc:  # the unpickler's errors on bytes that are not a checkpoint
         raise BrainfmError(f"not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]}); it is truncated "
                            "or corrupt", path=path, fix="download or copy the file again") from None
 

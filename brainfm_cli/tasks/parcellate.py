@@ -68,7 +68,6 @@ def parcellate(inputs: list[str | Path], out_dir: str | Path, atlas: Atlas, para
         if key not in grids:
             grids[key] = region_weights(atlas, img.shape, img.affine)
         run_weights.append(grids[key])
-    write_dataset_description(out_dir)
     jobs = [delayed(_job)(r, atlas, params, w, t) for r, w, t in zip(runs, run_weights, targets)]
     written = []
     if n_jobs == 1 or len(jobs) == 1:
@@ -77,6 +76,8 @@ def parcellate(inputs: list[str | Path], out_dir: str | Path, atlas: Atlas, para
         results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs)
     for target, _missing in results:
         written.append(target)
+        if len(written) == 1:  # a folder that holds no run yet gets no description
+            write_dataset_description(out_dir)
         if on_done:
             on_done(target)
     return written

@@ -48,7 +48,6 @@ def write_voxel_runs(inputs: list[str], out_dir: str | Path, roi: RoiSpec, param
             raise BrainfmError("the folder already holds another voxel set", path=listing,
                                fix="choose another -o folder, or pass --overwrite")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_dataset_description(out_dir, pipeline="voxels")
     with atomic_group([listing, sidecar_path(listing)]) as (tmp, tmp_json):
         tmp.write_text(tsv_text(voxels.to_frame()), encoding="utf-8")
         tmp_json.write_text(json_text({**voxels.identity(), "Source": voxels.source, "roi": roi.describe()}),
@@ -58,6 +57,8 @@ def write_voxel_runs(inputs: list[str], out_dir: str | Path, roi: RoiSpec, param
         ts = extract_voxel_run(run, roi, params)
         write_timeseries(ts.data, target, ts.sidecar)
         written.append(target)
+        if len(written) == 1:
+            write_dataset_description(out_dir, pipeline="voxels")
         if on_done:
             on_done(target)
     return written
