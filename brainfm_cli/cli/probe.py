@@ -76,6 +76,10 @@ def _print_summary(result, output) -> None:
         table.add_row(row.model, METRIC_LABEL[row.metric], f"{row.mean:.3f}", ci, p)
     console = Console(highlight=False, markup=False)
     console.print(table)
+    clipped = result.metrics["ci_high"].eq(1.0).any() or result.metrics["ci_low"].eq(-1.0).any()
+    if clipped:
+        stderr.print("note: intervals are clipped to the metric's range (R² and r at most 1); one that reaches it "
+                     "is wide, usually for few participants", markup=False)
     for line in verdicts(result)[len(result.models):]:
         console.print(line)
     for note in result.notes:

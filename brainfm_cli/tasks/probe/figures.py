@@ -109,8 +109,11 @@ def build_report(result: ProbeResult):
     for note in result.notes:
         rep.note(note)
     rep.heading("Scores")
-    rep.table(result.metrics, caption="mean over repeats, 95 % corrected repeated-CV interval, permutation p")
-    rep.figure(_comparison_figure(result), caption="mean and 95 % interval; dashed: chance level")
+    rep.table(result.metrics, caption="mean over repeats, 95 % corrected repeated-CV interval (clipped to the "
+                                      "metric's range: R² and r at most 1), permutation p")
+    chance = "dashed: chance level (R² 0, r 0; MAE has none)" if result.setup.task == "regression" else \
+        "dashed: chance level (AUC 0.5, balanced accuracy 1 / classes)"
+    rep.figure(_comparison_figure(result), caption=f"mean and 95 % interval (clipped to the metric's range); {chance}")
     if len(result.comparisons):
         rep.heading("Paired comparisons on the same folds")
         rep.table(result.comparisons, caption="corrected resampled t-test on per-fold differences, Holm-corrected "
