@@ -66,6 +66,16 @@ def atomic_group(paths: list[str | Path]) -> Iterator[list[Path]]:
         yield [stack.enter_context(atomic_path(p)) for p in paths]
 
 
+def check_output_folder(out: Path, files: tuple[str, ...], overwrite: bool) -> None:
+    """A report folder: not a file, and not already holding the command's outputs unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise BrainfmError("the output exists and is not a folder", path=out, fix="choose a folder for -o")
+    existing = [f for f in files if (out / f).exists()]
+    if existing and not overwrite:
+        raise BrainfmError(f"the folder already holds {', '.join(existing)}", path=out,
+                           fix="pass --overwrite or choose another -o")
+
+
 def to_jsonable(obj: Any) -> Any:
     """Convert numpy/pathlib values so ``json.dump`` accepts them."""
     if isinstance(obj, dict):

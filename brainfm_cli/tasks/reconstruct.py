@@ -21,7 +21,7 @@ from brainfm_cli.data.preprocess import Preprocessor
 from brainfm_cli.data.reconstruction import RidgeFromVisible, choose_penalty, interpolate, r2_and_mse
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.io.bids import RunFilter
-from brainfm_cli.io.files import json_text, tsv_text
+from brainfm_cli.io.files import check_output_folder, json_text, tsv_text
 from brainfm_cli.io.provenance import generated_by
 from brainfm_cli.io.timeseries import discover_timeseries, read_timeseries
 
@@ -122,12 +122,7 @@ def reconstruct(inputs: list[str], output: str | Path, opts: ReconstructOptions,
     from brainfm_cli.models import architecture_class, get_card, load
 
     out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise BrainfmError("the output exists and is not a folder", path=out, fix="choose a folder for -o")
-    existing = [f for f in OUTPUT_FILES if (out / f).exists()]
-    if existing and not opts.overwrite:
-        raise BrainfmError(f"the folder already holds {', '.join(existing)}", path=out,
-                           fix="pass --overwrite or choose another -o")
+    check_output_folder(out, OUTPUT_FILES, opts.overwrite)
     card = get_card(opts.model)
     if not hasattr(architecture_class(card.architecture["name"]), "reconstruct_values"):
         raise BrainfmError(f"{card.name} ({card.family}) has no decoder of values: its objective predicts latent "

@@ -16,6 +16,7 @@ from brainfm_cli.tasks.probe.cv import ModelResult, ProbeResult, compare, cross_
 from brainfm_cli.tasks.probe.design import ProbeSetup, build_setup
 from brainfm_cli.tasks.probe.estimators import param_grid
 from brainfm_cli.tasks.probe.figures import build_report
+from brainfm_cli.io.files import check_output_folder
 from brainfm_cli.io.provenance import generated_by, sha256sum
 from brainfm_cli.tasks.probe.inputs import fc_features, read_embeddings, read_participants
 
@@ -88,12 +89,7 @@ def probe(embeddings: list[str], participants_path, target: str, output, options
         raise BrainfmError("nothing to evaluate: no embeddings file and no FC baseline",
                            fix="give embedding TSVs, or --timeseries DIR to evaluate the FC baseline alone")
     out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise BrainfmError("the output exists and is not a folder", path=out, fix="choose another -o")
-    existing = [f for f in OUTPUT_FILES if (out / f).exists()]
-    if existing and not o.overwrite:
-        raise BrainfmError(f"the report folder already holds {', '.join(existing)}", path=out,
-                           fix="pass --overwrite or choose another -o")
+    check_output_folder(out, OUTPUT_FILES, o.overwrite)
     participants = read_participants(participants_path)
     feature_sets = [read_embeddings(str(p)) for p in embeddings]
     use_fc = bool(o.timeseries) and o.baseline != "none"
