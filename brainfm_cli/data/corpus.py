@@ -155,11 +155,12 @@ def split_by_participant(corpus: Corpus, fraction: float, seed: int) -> tuple[Co
     return part(False), part(True)
 
 
-def windows(corpus: Corpus, length: int) -> tuple[np.ndarray, list[str]]:
-    """Non-overlapping windows ``[N, regions, length]`` of every run (from its start), with their participants."""
+def windows(corpus: Corpus, length: int, stride: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """Windows ``[N, regions, length]`` of every run, every ``stride`` samples from its start (default: not
+    overlapping), with their participants."""
     xs, subs = [], []
     for run, sub in zip(corpus.runs, corpus.participants):
-        for start in range(0, run.shape[1] - length + 1, length):
+        for start in range(0, run.shape[1] - length + 1, stride or length):
             xs.append(run[:, start:start + length])
             subs.append(sub)
     if not xs:

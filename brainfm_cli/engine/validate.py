@@ -54,13 +54,17 @@ class Validator:
     def __init__(self, corpus: Corpus, objective, seed: int, device: torch.device, batch_size: int = 8):
         model = objective.export_model()
         length = int(model.card.input.seq_len)
-        x, _ = windows(corpus, max(length, objective.sample_length))
-        keep = np.random.default_rng(seed).permutation(len(x))[:MAX_WINDOWS] if len(x) > MAX_WINDOWS else \
-            np.arange(len(x))
-        self.crops = x[np.sort(keep)]
-        self.inputs = self.crops[..., :length]
+        self.crops = self._subset(windows(corpus, max(length, objective.sample_length))[0], seed)
+        # embeddings and reconstructions on windows every quarter window: enough of them to tell spread from none
+        self.inputs = self._subset(windows(corpus, length, max(1, length // 4))[0], seed)
         self.seed, self.device, self.batch = seed, device, batch_size
         self.participants = len(set(corpus.participants))
+
+    @staticmethod
+    def _subset(x: np.ndarray, seed: int) -> np.ndarray:
+        if len(x) <= MAX_WINDOWS:
+            return x
+        return x[np.sort(np.random.default_rng(seed).permutation(len(x))[:MAX_WINDOWS])]
 
     @property
     def empty(self) -> bool:
@@ -75,13 +79,14 @@ class Validator:
         out: dict[str, float] = {}
         try:
             losses = []
-            for lo in range(0, len(self.crops), self.batch):
+            for lo in range(0, len(self.crops), self.batch):  # no crops when every run is shorter than one
                 xb = torch.from_numpy(self.crops[lo:lo + self.batch]).to(self.device)
                 valid = torch.full((xb.shape[0],), xb.shape[-1], dtype=torch.long, device=self.device)
                 info = StepInfo(step, total, torch.Generator().manual_seed(self.seed + lo))
                 loss, _ = objective(xb, valid, info)
                 losses.append(float(loss) * xb.shape[0])
-            out["val_loss"] = sum(losses) / len(self.crops)
+            if len(self.crops):
+                out["val_loss"] = sum(losses) / len(self.crops)
             model = objective.export_model()
             z = np.concatenate([model.pool(model.encode(torch.from_numpy(self.inputs[lo:lo + self.batch])
                                                         .to(self.device)), model.default_pooling).float().cpu().numpy()
