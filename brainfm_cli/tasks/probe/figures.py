@@ -80,11 +80,13 @@ def _model_figure(result: ProbeResult, m: ModelResult):
         k = len(s.classes)
         cm = np.zeros((k, k), dtype=int)
         np.add.at(cm, (s.y, np.argmax(mean_pred, axis=1)), 1)
-        ax.imshow(cm, cmap="Blues")
+        rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)  # row-normalised: recall per observed class
+        image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)  # one scale for every model's matrix
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the observed class")
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+                ax.text(j, i, f"{cm[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center", fontsize=9,
+                        color="white" if rates[i, j] > 0.6 else "#111")
         ax.set_xticks(range(k), s.classes, rotation=45 if k > 4 else 0)
         ax.set_yticks(range(k), s.classes)
         ax.set_xlabel("predicted")
