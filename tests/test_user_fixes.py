@@ -88,7 +88,7 @@ def test_every_help_page_renders_with_placeholders_that_mean_something(command):
 
 
 def test_several_labels_after_one_filter_flag_as_bids_apps_take_them(tmp_path):
-    from brainfm_cli.cli._errors import expand_entity_lists
+    from brainfm_cli.cli._options import expand_entity_lists
 
     bids = make_bids(tmp_path / "bids", subjects=("01", "02", "03"), n_vols=30)
     res = invoke("parcellate", bids, "-o", tmp_path / "out", "--atlas", "dosenbach160", "--participant-label",

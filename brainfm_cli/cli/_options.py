@@ -1,4 +1,5 @@
-"""Options shared by several commands, as ``Annotated`` aliases (one definition, one help text)."""
+"""Options shared by several commands (``Annotated`` aliases, one definition and help text each), the placeholders
+every option shows in --help, and the BIDS-App form of the entity filters."""
 
 from __future__ import annotations
 
@@ -68,3 +69,57 @@ def roi_spec(mask=None, atlas: str | None = None, labels: str | None = None, atl
     names = tuple(x.strip() for x in (labels or "").split(",") if x.strip())
     return RoiSpec(mask=None if mask is None else str(mask), atlas=atlas, labels=names,
                    atlas_labels=None if atlas_labels is None or atlas is None else str(atlas_labels))
+
+
+# Placeholders in --help: what a value is, in the words of the field (flags show none).
+METAVARS = {
+    "tr": "SECONDS", "high_pass": "HZ", "low_pass": "HZ", "smoothing_fwhm": "MM", "time_limit": "DURATION",
+    "model": "NAME", "size": "NAME", "atlas": "NAME|FILE", "roi_atlas": "NAME|FILE", "weights": "FILE|hf://REPO",
+    "participant_label": "LABEL", "session": "LABEL", "run": "LABEL", "space": "SPACE", "device": "DEVICE",
+    "dtype": "DTYPE", "pooling": "POOLING", "aggregate": "none|mean", "missing_regions": "error|zero",
+    "confounds": "STRATEGY", "arch": "KEY=VALUE", "objective": "KEY=VALUE", "target": "COLUMN",
+    "group_by": "COLUMN", "head": "linear|mlp", "baseline": "fc|none", "mask_ratio": "RATIO",
+    "val_fraction": "FRACTION", "min_coverage": "FRACTION", "seed": "N", "roi_labels": "LABELS",
+    "output": "PATH", "participants": "FILE", "timeseries": "PATH", "train": "PATH", "val": "PATH",
+}
+BY_TYPE = {"path": "PATH", "integer": "N", "float": "NUMBER", "text": "TEXT"}
+
+
+def name_placeholders(command) -> None:
+    """Give every option of ``command`` (and its subcommands) a placeholder that says what the value is."""
+    for sub in getattr(command, "commands", {}).values():
+        name_placeholders(sub)
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False) or param.metavar is not None or param.name in ("help", "version"):
+            continue
+        if getattr(param, "param_type_name", "") == "argument":
+            param.metavar = param.name.upper()
+            continue
+        kind = getattr(getattr(param, "type", None), "name", "text")
+        meta = METAVARS.get(param.name) or BY_TYPE.get(kind, "VALUE")
+        if param.name == "task":  # a BIDS entity, except probe's regression|classification
+            meta = "regression|classification" if command.name == "probe" else "LABEL"
+        if param.name == "confounds" and command.name == "probe":
+            meta = "COLUMNS"
+        param.metavar = meta + ("..." if getattr(param, "multiple", False) or param.nargs == -1 else "")
+
+
+ENTITY_FLAGS = ("--participant-label", "--session", "--task", "--run")
+
+
+def expand_entity_lists(args: list[str]) -> list[str]:
+    """BIDS-App filters take several values after one flag (``--participant-label 01 02``): the values that
+    follow, up to the next option, become repeated flags. A value that is an existing path stays an input."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    out, i = [], 0
+    while i < len(args):
+        out.append(args[i])
+        flag = args[i]
+        i += 1
+        if flag in ENTITY_FLAGS and not (flag == "--task" and command == "probe") and i < len(args):
+            out.append(args[i])
+            i += 1
+            while i < len(args) and not args[i].startswith("-") and not Path(args[i]).exists():
+                out += [flag, args[i]]
+                i += 1
+    return out

@@ -1,7 +1,7 @@
 """Validation during pretraining, on held-out participants: does the model capture the data, or has it collapsed?
 
 Every family: the objective's loss on fixed crops of the validation runs, and the effective rank (RankMe; Garrido
-et al. 2023) and mean pairwise correlation of its embeddings — a collapsed encoder gives the same embedding for
+et al. 2023) and spread between windows of its embeddings — a collapsed encoder gives the same embedding for
 every window. Masked-reconstruction families also report R² on hidden values at mask ratios 0.2 / 0.5 / 0.75
 (BrainLM's Table 1) and the spread of their predictions; a model predicting the mean everywhere has R² ≈ 0 and a
 spread near 0. Every draw is seeded, so the same model gives the same figures.
@@ -36,16 +36,6 @@ def embedding_spread(z: np.ndarray) -> float:
     squared norm (0 when every window gets the same embedding)."""
     z = np.asarray(z, dtype=np.float64)
     return float(((z - z.mean(axis=0)) ** 2).sum(axis=1).mean() / max((z ** 2).sum(axis=1).mean(), 1e-300))
-
-
-def mean_correlation(z: np.ndarray) -> float:
-    """Mean off-diagonal Pearson correlation between the embeddings of different windows."""
-    if len(z) < 2:
-        return float("nan")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        c = np.corrcoef(np.asarray(z, dtype=np.float64))
-    off = c[~np.eye(len(z), dtype=bool)]
-    return float(np.nanmean(off))
 
 
 class Validator:
@@ -109,8 +99,7 @@ class Validator:
             for lo in range(0, len(self.inputs), self.batch):
                 xb = torch.from_numpy(self.inputs[lo:lo + self.batch]).to(self.device)
                 masks = [model.value_mask(1, xb.shape[-1], ratio, g) for _ in range(xb.shape[0])]
-                tm = TokenMask(torch.cat([m[0].keep for m in masks]), torch.cat([m[0].masked for m in masks]),
-                               masks[0][0].n_tokens)
+                tm = TokenMask.cat([m[0] for m in masks])
                 hidden = torch.cat([m[1] for m in masks]).to(self.device)
                 pred = model.reconstruct_values(xb, tm)
                 truth.append(xb[hidden].cpu().numpy())

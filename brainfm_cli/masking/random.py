@@ -15,6 +15,11 @@ class TokenMask:
     masked: torch.Tensor
     n_tokens: int
 
+    @classmethod
+    def cat(cls, masks: list["TokenMask"]) -> "TokenMask":
+        """One batch from masks drawn sample by sample (each sample's mask independent of how samples are batched)."""
+        return cls(torch.cat([m.keep for m in masks]), torch.cat([m.masked for m in masks]), masks[0].n_tokens)
+
     def bool(self) -> torch.Tensor:
         """``[B, N]`` True where hidden."""
         out = torch.zeros(self.keep.shape[0], self.n_tokens, dtype=torch.bool, device=self.keep.device)
