@@ -110,7 +110,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, corpus, sig):
     proc.send_signal(sig)
     proc.communicate(timeout=120)
     assert not (out / "model.safetensors").exists()
-    assert not [p for p in out.rglob("*.part")]
+    if sig == signal.SIGTERM:  # a clean stop leaves no temporary file; SIGKILL mid-write may (resume removes it)
+        assert not [p for p in out.rglob("*.part")]
     import torch
 
     state = torch.load(ckpt, weights_only=True)
@@ -122,6 +123,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, corpus, sig):
     assert done.returncode == 0, done.stderr
     steps = pd.read_csv(out / "metrics.tsv", sep="\t")["step"].tolist()
     assert steps == list(range(1, state["step"] + 3))
+    assert not [p for p in out.rglob("*.part")]
 
 
 @pytest.mark.slow

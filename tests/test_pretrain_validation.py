@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from brainfm_cli.engine.validate import collapse_warning, embedding_spread, rankme
+from brainfm_cli.engine.validate import collapse_warning, embedding_spread, rankme, readout_r2
 from conftest import TINY, run_cli
 from test_reconstruct import low_rank_corpus
 
@@ -34,6 +34,19 @@ def test_rankme_and_correlation_tell_collapse_from_spread():
     assert collapse_warning(alive, 7, 0.5, {"val_embedding_spread": 0.3}) is None
 
 
+def test_the_fc_readout_tells_an_embedding_that_carries_fc_from_one_that_does_not():
+    rng = np.random.default_rng(0)
+    n, d, e = 60, 8, 45
+    latent = rng.standard_normal((2 * n, 3))  # what varies from window to window
+    fc = latent @ rng.standard_normal((3, e)) + 0.3 * rng.standard_normal((2 * n, e))
+    carries = np.hstack([latent, rng.standard_normal((2 * n, d - 3))]) @ rng.standard_normal((d, d))
+    blind = rng.standard_normal((2 * n, d))
+    groups = [f"sub-{i % 4}" for i in range(n)]
+    good = readout_r2(carries[:n], fc[:n], groups, carries[n:], fc[n:])
+    bad = readout_r2(blind[:n], fc[:n], groups, blind[n:], fc[n:])
+    assert good > 0.7 and bad < 0.05
+
+
 def test_a_validation_split_reports_reconstruction_r2_and_the_plan(tmp_path, corpus):
     out = run_cli("pretrain", corpus, "--model", "brainlm", "-o", tmp_path / "run", *ARCH, "--batch-size", "4",
                   "--max-steps", "4", "--val-every", "2", "-q")
@@ -43,7 +56,7 @@ def test_a_validation_split_reports_reconstruction_r2_and_the_plan(tmp_path, cor
     val = pd.read_csv(tmp_path / "run" / "validation.tsv", sep="\t")
     assert val["step"].tolist() == [0, 2, 4]  # step 0: the untrained model
     assert {"val_loss", "val_r2_0.2", "val_r2_0.5", "val_r2_0.75", "val_prediction_sd", "val_rankme",
-            "val_embedding_spread"} <= set(val.columns)
+            "val_embedding_spread", "val_fc_r2"} <= set(val.columns)
     assert np.isfinite(val.drop(columns=["step", "epoch"]).to_numpy(dtype=float)).all()
     card = yaml.safe_load((tmp_path / "run" / "model.yaml").read_text())
     assert card["training"]["validation"]["val_r2_0.75"] == pytest.approx(val["val_r2_0.75"].iloc[-1], abs=1e-6)

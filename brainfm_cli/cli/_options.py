@@ -56,6 +56,9 @@ ConfoundStrategy = Annotated[
 HighPass = Annotated[Optional[float], typer.Option("--high-pass", help="High-pass cut-off (Hz).")]
 LowPass = Annotated[Optional[float], typer.Option("--low-pass", help="Low-pass cut-off (Hz).")]
 Detrend = Annotated[bool, typer.Option("--detrend", help="Remove linear trends.")]
+MissingRegions = Annotated[str, typer.Option(
+    "--missing-regions", help="Regions without data (n/a columns): error; mask (kept out of the loss, and out of "
+    "attention where a model has a token per region); or zero (filled with the mean; they count).")]
 DummyScans = Annotated[Optional[int], typer.Option(
     "--dummy-scans", help="Initial volumes to drop (default: fMRIPrep's non-steady-state count, else 0).")]
 
@@ -76,7 +79,7 @@ METAVARS = {
     "tr": "SECONDS", "high_pass": "HZ", "low_pass": "HZ", "smoothing_fwhm": "MM", "time_limit": "DURATION",
     "model": "NAME", "size": "NAME", "atlas": "NAME|FILE", "roi_atlas": "NAME|FILE", "weights": "FILE|hf://REPO",
     "participant_label": "LABEL", "session": "LABEL", "run": "LABEL", "space": "SPACE", "device": "DEVICE",
-    "dtype": "DTYPE", "pooling": "POOLING", "aggregate": "none|mean", "missing_regions": "error|zero",
+    "dtype": "DTYPE", "pooling": "POOLING", "aggregate": "none|mean", "missing_regions": "error|mask|zero",
     "confounds": "STRATEGY", "arch": "KEY=VALUE", "objective": "KEY=VALUE", "target": "COLUMN",
     "group_by": "COLUMN", "head": "linear|mlp", "baseline": "fc|none", "mask_ratio": "RATIO",
     "val_fraction": "FRACTION", "min_coverage": "FRACTION", "seed": "N", "roi_labels": "LABELS",

@@ -27,8 +27,7 @@ def embed(
         "--stride", help="Step between windows in model samples (default: the window length).")] = None,
     aggregate: Annotated[str, typer.Option(
         "--aggregate", help="none: a row per window; mean: a row per run (windows averaged).")] = "none",
-    missing_regions: Annotated[str, typer.Option(
-        "--missing-regions", help="Regions without data (n/a columns): error, or zero (filled, recorded).")] = "error",
+    missing_regions: o.MissingRegions = "error",
     coords: Annotated[Optional[Path], typer.Option(
         "--coords", help="Region coordinates for models that need them (e.g. A424_Coordinates.dat for BrainLM ViT-MAE).")] = None,
     gradients: Annotated[Optional[Path], typer.Option(

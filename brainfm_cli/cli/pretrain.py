@@ -67,8 +67,7 @@ def pretrain(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its last checkpoint.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")] = "auto",
-    missing_regions: Annotated[str, typer.Option(
-        "--missing-regions", help="Regions without data: error, or zero.")] = "error",
+    missing_regions: o.MissingRegions = "error",
     tr: o.RepetitionTime = None,
     seed: o.Seed = 0,
     quiet: o.Quiet = False,

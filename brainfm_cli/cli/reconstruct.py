@@ -24,8 +24,7 @@ def reconstruct(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Windows per forward pass.")] = 8,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     coords: Annotated[Optional[Path], typer.Option("--coords", help="Region coordinates, for models that need them.")] = None,
-    missing_regions: Annotated[str, typer.Option(
-        "--missing-regions", help="Regions without data: error, or zero.")] = "error",
+    missing_regions: o.MissingRegions = "error",
     tr: o.RepetitionTime = None,
     participant_label: o.ParticipantLabel = None,
     session: o.Session = None,

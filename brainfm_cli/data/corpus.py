@@ -88,12 +88,30 @@ class Corpus:
     files: list[Path]
     participants: list[str]
     length: int  # crop length in model samples
+    absent: list[np.ndarray] | None = None  # per run, [regions] True for a region without data (zero-filled)
 
     def __len__(self) -> int:
         return len(self.runs)
 
+    @property
+    def has_absent(self) -> bool:
+        return self.absent is not None and any(a.any() for a in self.absent)
+
+    def absent_of(self, indices) -> np.ndarray:
+        """``[B, regions]`` True for the regions without data in the runs ``indices``."""
+        regions = self.runs[0].shape[0]
+        if self.absent is None:
+            return np.zeros((len(indices), regions), dtype=bool)
+        return np.stack([self.absent[k] for k in indices]) if len(indices) else np.zeros((0, regions), dtype=bool)
+
+    def subset(self, indices) -> "Corpus":
+        return Corpus([self.runs[i] for i in indices], [self.files[i] for i in indices],
+                      [self.participants[i] for i in indices], self.length,
+                      None if self.absent is None else [self.absent[i] for i in indices])
+
     def sample(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Crops ``[B, regions, length]`` of the runs ``indices`` at random starts, and their valid lengths."""
+        """Crops ``[B, regions, length]`` of the runs ``indices`` at random starts, and their valid lengths
+        (``absent_of(indices)`` says which regions have no data)."""
         regions = self.runs[0].shape[0]
         out = np.zeros((len(indices), regions, self.length), dtype=np.float32)
         valid = np.empty(len(indices), dtype=np.int64)
@@ -116,23 +134,26 @@ def load_corpus(inputs: list[str], card, length: int | None = None, filters: Run
     prep = Preprocessor.from_space(card.input, missing=missing)
     length = length or card.input.seq_len
     expected = expected_regions(card)
-    runs, files, subs, short = [], [], [], 0
+    runs, files, subs, absent, short = [], [], [], [], 0
     for f in discover_timeseries(inputs, filters):
         ts = read_timeseries(f, tr=tr)
         data = check_regions(ts, card, expected, f)
-        x, _ = prep.prepare(data.to_numpy(), ts.tr, f, list(data.columns))
+        x, gone = prep.prepare(data.to_numpy(), ts.tr, f, list(data.columns))
         if x.shape[1] < length and (card.input.short_runs != "pad" or x.shape[1] < (card.input.patch or 1)):
             short += 1
             continue
         runs.append(np.ascontiguousarray(x))
         files.append(f)
         subs.append(ts.participant_id)
+        absent.append(np.isin(np.arange(x.shape[0]), gone) & (missing == "mask"))  # zero: they count as data
     if short:
         log.warning("%d run(s) shorter than %d samples at TR %s s were left out", short, length, card.input.tr)
     if not runs:
         raise BrainfmError(f"no run is long enough for {card.name} ({length} samples at TR {card.input.tr} s)",
                            fix="use longer runs or a model with a shorter window")
-    return Corpus(runs, files, subs, length)
+    if any(a.any() for a in absent):
+        log.info("%d run(s) have regions without data (--missing-regions %s)", sum(a.any() for a in absent), missing)
+    return Corpus(runs, files, subs, length, absent)
 
 
 def split_by_participant(corpus: Corpus, fraction: float, seed: int) -> tuple[Corpus, Corpus | None]:
@@ -146,23 +167,36 @@ def split_by_participant(corpus: Corpus, fraction: float, seed: int) -> tuple[Co
         raise BrainfmError(f"--val-fraction {fraction} holds out all {len(subjects)} participants: none is left for "
                            "training", fix="lower --val-fraction, give --val CORPUS, or add participants")
     held = set(np.random.default_rng(seed).permutation(subjects)[:n_val].tolist())
-
-    def part(keep) -> Corpus:
-        idx = [i for i, p in enumerate(corpus.participants) if (p in held) == keep]
-        return Corpus([corpus.runs[i] for i in idx], [corpus.files[i] for i in idx],
-                      [corpus.participants[i] for i in idx], corpus.length)
-
-    return part(False), part(True)
+    parts = [[i for i, p in enumerate(corpus.participants) if (p in held) == keep] for keep in (False, True)]
+    return corpus.subset(parts[0]), corpus.subset(parts[1])
 
 
-def windows(corpus: Corpus, length: int, stride: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """Windows ``[N, regions, length]`` of every run, every ``stride`` samples from its start (default: not
-    overlapping), with their participants."""
-    xs, subs = [], []
-    for run, sub in zip(corpus.runs, corpus.participants):
+@dataclass
+class Windows:
+    """Windows ``x [N, regions, length]`` cut from a corpus's runs, with each one's participant, run index and
+    absent regions ``[N, regions]``."""
+
+    x: np.ndarray
+    participants: list[str]
+    runs: np.ndarray
+    absent: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, idx) -> "Windows":
+        idx = np.asarray(idx, dtype=np.int64)
+        return Windows(self.x[idx], [self.participants[i] for i in idx], self.runs[idx], self.absent[idx])
+
+
+def windows(corpus: Corpus, length: int, stride: int | None = None) -> Windows:
+    """Windows of every run, every ``stride`` samples from its start (default: not overlapping)."""
+    xs, subs, runs = [], [], []
+    for k, (run, sub) in enumerate(zip(corpus.runs, corpus.participants)):
         for start in range(0, run.shape[1] - length + 1, stride or length):
             xs.append(run[:, start:start + length])
             subs.append(sub)
-    if not xs:
-        return np.zeros((0, corpus.runs[0].shape[0], length), dtype=np.float32), []
-    return np.stack(xs).astype(np.float32), subs
+            runs.append(k)
+    regions = corpus.runs[0].shape[0]
+    x = np.stack(xs).astype(np.float32) if xs else np.zeros((0, regions, length), dtype=np.float32)
+    return Windows(x, subs, np.asarray(runs, dtype=np.int64), corpus.absent_of(runs))

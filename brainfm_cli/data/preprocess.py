@@ -99,8 +99,13 @@ class Preprocessor:
     bandpass: tuple[float, float] | None = None
     short_runs: str = "refuse"
     patch: int | None = None
-    missing: str = "error"  # what to do with all-n/a regions: "error" or "zero"
+    missing: str = "error"  # all-n/a regions: "error", "zero" (filled, and they count) or "mask" (filled with zeros
+    # that the model keeps out of attention and loss where its design allows: ``BrainModel.padding_mask``)
     resampling: str = "polyphase"  # or "average": means over windows of ``tr`` seconds
+
+    def __post_init__(self):
+        if self.missing not in ("error", "mask", "zero"):
+            raise BrainfmError(f"unknown --missing-regions '{self.missing}'", fix="use error, mask or zero")
 
     @classmethod
     def from_space(cls, space, missing: str = "error") -> "Preprocessor":
@@ -128,11 +133,12 @@ class Preprocessor:
         if nan.any() and (nan.any(axis=0) & ~nan.all(axis=0)).any():
             raise BrainfmError("n/a values inside a region's series", path=source,
                                fix="n/a may only fill a whole column (a region without coverage); re-run parcellate")
-        if missing and self.missing != "zero":
+        if missing and self.missing not in ("zero", "mask"):
             names = [regions[i] for i in missing[:6]] if regions else missing[:6]
             raise BrainfmError(f"{len(missing)} region(s) have no data (n/a columns, low coverage): {names}",
-                               path=source, fix="pass --missing-regions zero to fill them with the mean (0 after "
-                               "normalisation; recorded in the sidecar), or re-parcellate with better coverage")
+                               path=source, fix="pass --missing-regions mask to keep them out of the model's attention "
+                               "and loss (or zero to fill them with the mean, 0 after normalisation), or re-parcellate "
+                               "with better coverage")
         present = np.flatnonzero(~nan.all(axis=0))
         block = data[:, present]
         block = average_windows(block, tr, self.tr, source) if self.resampling == "average" else \

@@ -167,7 +167,7 @@ class Trainer:
                 if "gradients" in space_args:
                     self._write_gradients(out, card, space_args["gradients"])
             barrier(dist)
-            validator = Validator(val, objective, cfg.seed, device) if val is not None else None
+            validator = Validator(val, objective, cfg.seed, device, train=corpus) if val is not None else None
             return self._loop(objective, corpus, card, device, dtype, dist, state, validator)
         finally:
             shutdown(dist)
@@ -198,6 +198,8 @@ class Trainer:
                    out / "gradients.json")
 
     def _resume_state(self, path: Path, resume: bool) -> dict | None:
+        for stale in path.parent.glob(f".{path.name}.*.part"):  # a process killed while writing (SIGKILL)
+            stale.unlink(missing_ok=True)
         if not resume:
             if path.exists():
                 raise BrainfmError("this run folder already holds a checkpoint", path=path.parent.parent,
@@ -299,12 +301,14 @@ class Trainer:
                     lo = ((within * cfg.accumulation + micro) * dist.world + dist.rank) * cfg.batch_size
                     idx = order[lo:lo + cfg.batch_size]
                     x, valid = corpus.sample(idx, np.random.default_rng(_seed(cfg.seed, epoch, step, dist.rank, micro)))
+                    absent = torch.from_numpy(corpus.absent_of(idx)).to(device) if corpus.has_absent else None
                     gen = torch.Generator().manual_seed(_seed(cfg.seed, step, dist.rank, micro, 1))
                     info = StepInfo(step, total, gen)
                     sync = micro == cfg.accumulation - 1 or not dist.enabled
                     ctx = net.no_sync() if not sync else contextlib.nullcontext()
                     with ctx, autocast(device, dtype):
-                        loss, terms = net(torch.from_numpy(x).to(device), torch.from_numpy(valid).to(device), info)
+                        loss, terms = net(torch.from_numpy(x).to(device), torch.from_numpy(valid).to(device), info,
+                                          absent)
                     if not torch.isfinite(loss):
                         raise BrainfmError(f"the loss became {loss.item()} at step {step}",
                                            fix="lower --lr, use --dtype float32, or check the corpus for outliers")

@@ -2,9 +2,11 @@
 
 Every family: the objective's loss on fixed crops of the validation runs, and the effective rank (RankMe; Garrido
 et al. 2023) and spread between windows of its embeddings — a collapsed encoder gives the same embedding for
-every window. Masked-reconstruction families also report R² on hidden values at mask ratios 0.2 / 0.5 / 0.75
-(BrainLM's Table 1) and the spread of their predictions; a model predicting the mean everywhere has R² ≈ 0 and a
-spread near 0. Every draw is seeded, so the same model gives the same figures.
+every window — and a linear read-out of each held-out window's functional connectivity from its embedding (ridge
+fitted on windows of the training participants: how much of the window-to-window FC the embedding carries).
+Masked-reconstruction families also report R² on hidden values at mask ratios 0.2 / 0.5 / 0.75 (BrainLM's
+Table 1) and the spread of their predictions; a model predicting the mean everywhere has R² ≈ 0 and a spread
+near 0. Every draw is seeded, so the same model gives the same figures.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import logging
 import numpy as np
 import torch
 
-from brainfm_cli.data.corpus import Corpus, windows
+from brainfm_cli.data.connectivity import fisher_z_fc
+from brainfm_cli.data.corpus import Corpus, Windows, windows
 from brainfm_cli.data.reconstruction import r2_and_mse
 from brainfm_cli.models.objective import StepInfo
 
@@ -22,6 +25,9 @@ log = logging.getLogger("brainfm.pretrain")
 
 RATIOS = (0.2, 0.5, 0.75)
 MAX_WINDOWS = 64  # enough for stable figures, bounded cost
+FC_TRAIN_WINDOWS = 128  # training windows the FC read-out is fitted on
+FC_MIN_LENGTH = 20  # samples a window needs for its FC to mean something
+READOUT_PENALTIES = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3)  # × the number of fitting windows
 
 
 def rankme(z: np.ndarray, eps: float = 1e-7) -> float:
@@ -39,26 +45,47 @@ def embedding_spread(z: np.ndarray) -> float:
 
 
 class Validator:
-    """Computes the validation figures of ``objective`` on ``corpus`` (held-out participants)."""
+    """Computes the validation figures of ``objective`` on ``corpus`` (held-out participants); ``train`` (the
+    training corpus) supplies the windows the FC read-out is fitted on."""
 
-    def __init__(self, corpus: Corpus, objective, seed: int, device: torch.device, batch_size: int = 8):
+    def __init__(self, corpus: Corpus, objective, seed: int, device: torch.device, batch_size: int = 8,
+                 train: Corpus | None = None):
         model = objective.export_model()
         length = int(model.card.input.seq_len)
-        self.crops = self._subset(windows(corpus, max(length, objective.sample_length))[0], seed)
+        self.crops = self._subset(windows(corpus, max(length, objective.sample_length)), seed)
         # embeddings and reconstructions on windows every quarter window: enough of them to tell spread from none
-        self.inputs = self._subset(windows(corpus, length, max(1, length // 4))[0], seed)
+        self.inputs = self._subset(windows(corpus, length, max(1, length // 4)), seed)
         self.seed, self.device, self.batch = seed, device, batch_size
         self.participants = len(set(corpus.participants))
+        self.fc = None
+        if train is not None and length >= FC_MIN_LENGTH and len(self.inputs) >= 2:
+            fit = self._subset(windows(train, length, max(1, length // 2)), seed, FC_TRAIN_WINDOWS)
+            if len(set(fit.participants)) >= 2:
+                self.fc = (fit, window_fc(fit), window_fc(self.inputs))
 
     @staticmethod
-    def _subset(x: np.ndarray, seed: int) -> np.ndarray:
-        if len(x) <= MAX_WINDOWS:
-            return x
-        return x[np.sort(np.random.default_rng(seed).permutation(len(x))[:MAX_WINDOWS])]
+    def _subset(w: Windows, seed: int, n: int = MAX_WINDOWS) -> Windows:
+        if len(w) <= n:
+            return w
+        return w.take(np.sort(np.random.default_rng(seed).permutation(len(w))[:n]))
 
     @property
     def empty(self) -> bool:
         return len(self.inputs) == 0
+
+    def _absent(self, w: Windows, lo: int) -> torch.Tensor | None:
+        a = w.absent[lo:lo + self.batch]
+        return torch.from_numpy(a).to(self.device) if a.any() else None
+
+    def embed(self, model, w: Windows) -> np.ndarray:
+        """The default pooling of ``model`` for every window ``[N, D]`` (regions without data masked)."""
+        out = []
+        for lo in range(0, len(w), self.batch):
+            xb = torch.from_numpy(w.x[lo:lo + self.batch]).to(self.device)
+            mask = model.padding_mask([xb.shape[-1]] * xb.shape[0], xb.shape[-1], self._absent(w, lo))
+            enc = model.encode(xb, None if mask is None else mask.to(self.device))
+            out.append(model.pool(enc, model.default_pooling).float().cpu().numpy())
+        return np.concatenate(out)
 
     @torch.no_grad()
     def __call__(self, objective, step: int, total: int) -> dict[str, float]:
@@ -70,19 +97,20 @@ class Validator:
         try:
             losses = []
             for lo in range(0, len(self.crops), self.batch):  # no crops when every run is shorter than one
-                xb = torch.from_numpy(self.crops[lo:lo + self.batch]).to(self.device)
+                xb = torch.from_numpy(self.crops.x[lo:lo + self.batch]).to(self.device)
                 valid = torch.full((xb.shape[0],), xb.shape[-1], dtype=torch.long, device=self.device)
                 info = StepInfo(step, total, torch.Generator().manual_seed(self.seed + lo))
-                loss, _ = objective(xb, valid, info)
+                loss, _ = objective(xb, valid, info, self._absent(self.crops, lo))
                 losses.append(float(loss) * xb.shape[0])
             if len(self.crops):
                 out["val_loss"] = sum(losses) / len(self.crops)
             model = objective.export_model()
-            z = np.concatenate([model.pool(model.encode(torch.from_numpy(self.inputs[lo:lo + self.batch])
-                                                        .to(self.device)), model.default_pooling).float().cpu().numpy()
-                                for lo in range(0, len(self.inputs), self.batch)])
+            z = self.embed(model, self.inputs)
             out["val_rankme"] = rankme(z)
             out["val_embedding_spread"] = embedding_spread(z)
+            if self.fc is not None:
+                fit, fc_fit, fc_val = self.fc
+                out["val_fc_r2"] = readout_r2(self.embed(model, fit), fc_fit, fit.participants, z, fc_val)
             if hasattr(model, "reconstruct_values"):
                 out.update(self._reconstruction(model))
         finally:
@@ -93,15 +121,19 @@ class Validator:
         from brainfm_cli.masking.random import TokenMask
 
         out = {}
+        w = self.inputs
         for k, ratio in enumerate(RATIOS):
             g = torch.Generator().manual_seed(self.seed * 7919 + k)
             truth, guess = [], []
-            for lo in range(0, len(self.inputs), self.batch):
-                xb = torch.from_numpy(self.inputs[lo:lo + self.batch]).to(self.device)
+            for lo in range(0, len(w), self.batch):
+                xb = torch.from_numpy(w.x[lo:lo + self.batch]).to(self.device)
                 masks = [model.value_mask(1, xb.shape[-1], ratio, g) for _ in range(xb.shape[0])]
                 tm = TokenMask.cat([m[0] for m in masks])
+                absent = self._absent(w, lo)
                 hidden = torch.cat([m[1] for m in masks]).to(self.device)
-                pred = model.reconstruct_values(xb, tm)
+                if absent is not None:  # values without data are never scored
+                    hidden = hidden & ~absent.reshape(absent.shape[0], absent.shape[1], *[1] * (hidden.ndim - 2))
+                pred = model.reconstruct_values(xb, tm, absent)
                 truth.append(xb[hidden].cpu().numpy())
                 guess.append(pred[hidden].float().cpu().numpy())
             t, p = np.concatenate(truth), np.concatenate(guess)
@@ -109,6 +141,39 @@ class Validator:
             if ratio == 0.75:
                 out["val_prediction_sd"] = float(p.std() / max(t.std(), 1e-12))
         return out
+
+
+def window_fc(w: Windows) -> np.ndarray:
+    """``[N, R(R−1)/2]``: the upper triangle of each window's Fisher-z FC (0 where a region has no data)."""
+    R = w.x.shape[1]
+    iu = np.triu_indices(R, k=1)
+    return np.stack([np.nan_to_num(fisher_z_fc(x.T.astype(np.float64))[iu]) for x in w.x]) if len(w) else \
+        np.zeros((0, len(iu[0])))
+
+
+def readout_r2(z_fit: np.ndarray, y_fit: np.ndarray, groups: list[str], z: np.ndarray, y: np.ndarray) -> float:
+    """R² of a ridge read-out of ``y`` (e.g. each window's FC) from the embeddings ``z``: fitted on
+    ``(z_fit, y_fit)`` with the penalty chosen by leave-one-participant-out over ``groups``, scored on ``(z, y)``
+    around their own mean (the window-to-window variation the embedding explains)."""
+    z_fit, z, y_fit, y = (np.asarray(a, dtype=np.float64) for a in (z_fit, z, y_fit, y))
+    labels = np.asarray(groups)
+    errors = np.zeros(len(READOUT_PENALTIES))
+    for g in np.unique(labels):
+        tr, te = labels != g, labels == g
+        for i, penalty in enumerate(READOUT_PENALTIES):
+            pred = _ridge(z_fit[tr], y_fit[tr], z_fit[te], penalty)
+            errors[i] += float(((pred - y_fit[te]) ** 2).sum())
+    pred = _ridge(z_fit, y_fit, z, READOUT_PENALTIES[int(np.argmin(errors))])
+    return r2_and_mse((y - y.mean(axis=0)).ravel(), (pred - y.mean(axis=0)).ravel())[0]
+
+
+def _ridge(z_fit: np.ndarray, y_fit: np.ndarray, z: np.ndarray, penalty: float) -> np.ndarray:
+    """Ridge predictions in kernel form (few windows, wide targets), features standardised on the fitting set."""
+    mu, sd = z_fit.mean(axis=0), z_fit.std(axis=0) + 1e-8
+    a, b = (z_fit - mu) / sd, (z - mu) / sd
+    K = a @ a.T
+    coef = np.linalg.solve(K + penalty * len(a) * np.eye(len(a)), y_fit - y_fit.mean(axis=0))
+    return (b @ a.T) @ coef + y_fit.mean(axis=0)
 
 
 def collapse_warning(figures: dict[str, float], step: int, progress: float,

@@ -38,22 +38,27 @@ class MaskedAutoencoder:
         return allowed[:, None]
 
     def encode_patches(self, tokens: torch.Tensor, keep: torch.Tensor | None = None,
-                       attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+                       attn_mask: torch.Tensor | None = None, absent: torch.Tensor | None = None) -> torch.Tensor:
         """Patch embeddings ``[B, N, D]`` → encoder output ``[B, 1 + K, D]`` (CLS first) for the patches in
-        ``keep`` (all when None): positions, gather, CLS with its position, blocks, final norm."""
+        ``keep`` (all when None): positions, gather, CLS with its position, blocks, final norm. Tokens marked in
+        ``absent [B, N]`` (no data) are read by no other token."""
         pos, cls_pos = self.positions(tokens.shape[1])
         tokens = tokens + pos
         if keep is not None:
             tokens = gather_tokens(tokens, keep)
+        if absent is not None:
+            hidden = absent if keep is None else torch.gather(absent, 1, keep)
+            attn_mask = _and(attn_mask, readable(hidden))
         cls = self.cls_token if cls_pos is None else self.cls_token + cls_pos
         tokens = torch.cat([cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         for blk in self.blocks:
             tokens = blk(tokens, attn_mask)
         return self.norm(tokens)
 
-    def forward_head(self, latent: torch.Tensor, keep: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    def forward_head(self, latent: torch.Tensor, keep: torch.Tensor, n_tokens: int,
+                     absent: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder: predictions ``[B, n_tokens, patch values]`` for every patch, from the encoder output
-        ``[B, 1 + K, D]`` of the patches in ``keep``."""
+        ``[B, 1 + K, D]`` of the patches in ``keep``; tokens in ``absent [B, N]`` are read by no other token."""
         y = self.decoder_embed(latent)
         full = self.mask_token.to(y.dtype).expand(y.shape[0], n_tokens, -1).clone()
         full.scatter_(1, keep.unsqueeze(-1).expand(-1, -1, y.shape[-1]), y[:, 1:])
@@ -61,6 +66,18 @@ class MaskedAutoencoder:
         cls = y[:, :1] if cls_pos is None else y[:, :1] + cls_pos
         full = torch.cat([cls, full + pos], dim=1)
         attn_mask = self.decoder_attention_mask(keep, n_tokens, full.device)
+        if absent is not None:
+            attn_mask = _and(attn_mask, readable(absent))
         for blk in self.decoder_blocks:
             full = blk(full, attn_mask)
         return self.decoder_pred(self.decoder_norm(full))[:, 1:]
+
+
+def readable(hidden: torch.Tensor) -> torch.Tensor:
+    """``[B, 1, 1, 1 + N]`` attention mask over keys (CLS first, always readable) from ``hidden [B, N]``."""
+    ok = torch.ones(hidden.shape[0], 1, dtype=torch.bool, device=hidden.device)
+    return torch.cat([ok, ~hidden.to(torch.bool)], dim=1)[:, None, None, :]
+
+
+def _and(mask: torch.Tensor | None, other: torch.Tensor) -> torch.Tensor:
+    return other if mask is None else mask & other

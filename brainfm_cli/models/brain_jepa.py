@@ -113,6 +113,7 @@ class BrainJEPA(BrainModel):
     poolings = ("mean", "tokens")
     default_pooling = "mean"
     has_cls = False
+    region_tokens = True  # token r·P + t is region r's time patch t
 
     def __init__(self, card: ModelCard, gradients: np.ndarray | None = None):
         super().__init__(card)
@@ -175,13 +176,22 @@ class BrainJEPA(BrainModel):
                                "model, or 'brainfm gradients' output), or gradients= in Python")
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, R·P, D]``: every token after the final norm (no CLS); Brain-JEPA has no padding mask."""
-        self.refuse_mask(mask)
-        return self.forward_visible(x)
+        """``[B, R·P, D]``: every token after the final norm (no CLS). Brain-JEPA pads nothing (full windows
+        only); ``mask [B, R, P]`` marks the tokens of regions without data, which no token reads."""
+        hidden = None if mask is None else mask.reshape(x.shape[0], -1).to(x.device)
+        return self.forward_visible(x, absent=hidden)
 
-    def forward_visible(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def padding_mask(self, valid: list[int], length: int, absent: torch.Tensor | None = None) -> torch.Tensor | None:
+        """No padding (refused as in the base class); ``[B, R, P]`` for the tokens of absent regions."""
+        super().padding_mask(valid, length)
+        tokens = self.token_absent(absent, length // self.patch)
+        return None if tokens is None else tokens.reshape(len(valid), self.n_regions, -1)
+
+    def forward_visible(self, x: torch.Tensor, keep: torch.Tensor | None = None,
+                        absent: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, K, D]`` after the final norm for the tokens in ``keep [B, K]`` (all ``R·P`` when None): the
         context encoder's view. Positions are added before the gather, so kept tokens keep their own positions.
+        Tokens in ``absent [B, R·P]`` (regions without data) are read by no token.
         """
         self._require_gradients()
         self.check_input(x)
@@ -195,8 +205,11 @@ class BrainJEPA(BrainModel):
         tokens = tokens + self.pos_embed(self.gradients, T // self.patch)
         if keep is not None:
             tokens = gather_tokens(tokens, keep)
+        attn_mask = None
+        if absent is not None:
+            attn_mask = ~(absent if keep is None else torch.gather(absent, 1, keep))[:, None, None, :]
         for blk in self.blocks:
-            tokens = blk(tokens)
+            tokens = blk(tokens, attn_mask)
         return self.norm(tokens)
 
     def convert_foreign(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
@@ -268,14 +281,19 @@ class JEPAPredictor(nn.Module):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def forward(self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor,
-                gradients: torch.Tensor, n_patches: int | None = None) -> torch.Tensor:
-        """``context [B, K, D]`` at ``context_idx [B, K]`` → predictions ``[B, M, D]`` at ``target_idx [B, M]``."""
+                gradients: torch.Tensor, n_patches: int | None = None, absent: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """``context [B, K, D]`` at ``context_idx [B, K]`` → predictions ``[B, M, D]`` at ``target_idx [B, M]``;
+        tokens in ``absent [B, N]`` (regions without data) are read by no token."""
         pos = self.pos_embed(gradients, n_patches)  # [N, Dp]
         x = self.embed(context) + pos[context_idx]
         queries = self.mask_token + pos[target_idx]
         x = torch.cat([x, queries.to(x.dtype)], dim=1)
+        attn_mask = None
+        if absent is not None:
+            attn_mask = ~torch.gather(absent, 1, torch.cat([context_idx, target_idx], dim=1))[:, None, None, :]
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x, attn_mask)
         return self.proj(self.norm(x)[:, context.shape[1]:])
 
 
@@ -309,24 +327,32 @@ class JEPAObjective(Objective):
         self.collator = SpatiotemporalCollator(model.n_regions, model.n_patches, **{
             k: tuple(o[k]) for k in ("observation", "alpha_regions", "alpha_time", "edge_regions", "edge_time")})
 
-    def predict(self, x: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor,
+                absent: torch.Tensor | None = None) -> torch.Tensor:
         """The predictor's output ``[B, M, D]`` from the context encoder's view of ``context_idx``."""
         model: BrainJEPA = self.model
-        z = model.forward_visible(x, keep=context_idx)
-        return self.predictor(z, context_idx, target_idx, model.gradients, x.shape[-1] // model.patch)
+        z = model.forward_visible(x, keep=context_idx, absent=absent)
+        return self.predictor(z, context_idx, target_idx, model.gradients, x.shape[-1] // model.patch, absent)
 
-    def targets(self, x: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
+    def targets(self, x: torch.Tensor, target_idx: torch.Tensor, absent: torch.Tensor | None = None) -> torch.Tensor:
         """Layer-normalised (no affine) target-encoder tokens at ``target_idx``."""
         with torch.no_grad():
-            h = self.target.forward_features(x)
+            h = self.target.forward_visible(x, absent=absent)
             h = F.layer_norm(h, (h.shape[-1],), eps=LOSS_NORM_EPS)
             return gather_tokens(h, target_idx)
 
-    def forward(self, x, valid, info):
+    def forward(self, x, valid, info, absent=None):
         masks = self.collator(x.shape[0], info.generator)
         ctx, tgt = masks.context.to(x.device), masks.targets.to(x.device)
-        pred = self.predict(x, ctx, tgt)
-        loss = F.smooth_l1_loss(pred.float(), self.targets(x, tgt).float())
+        gone = self.model.token_absent(absent, x.shape[-1] // self.model.patch)
+        gone = None if gone is None else gone.to(x.device)
+        pred, target = self.predict(x, ctx, tgt, gone).float(), self.targets(x, tgt, gone).float()
+        if gone is None:
+            loss = F.smooth_l1_loss(pred, target)
+        else:  # targets of regions without data do not count
+            w = (~torch.gather(gone, 1, tgt)).to(pred.dtype)
+            err = F.smooth_l1_loss(pred, target, reduction="none").mean(-1)  # [B, M]
+            loss = (err * w).sum() / w.sum().clamp_min(1)
         return loss, {"loss": float(loss.detach()), "context_tokens": float(ctx.shape[1]),
                       "target_tokens": float(tgt.shape[1])}
 

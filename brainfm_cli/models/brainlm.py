@@ -25,6 +25,7 @@ from brainfm_cli.models.objective import Objective
 class BrainLM(MaskedAutoencoder, BrainModel):
     poolings = ("cls", "mean", "tokens")
     default_pooling = "cls"
+    region_tokens = True  # token r·P + t is region r's time patch t
 
     def __init__(self, card: ModelCard, coords):
         super().__init__(card)
@@ -141,42 +142,30 @@ class BrainLM(MaskedAutoencoder, BrainModel):
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, 1 + R·P, D]`` (CLS first); ``mask [B, R, P]`` or ``[B, R·P]`` (True = padded or missing) keeps
-        those tokens out of attention."""
-        attn_mask = None
-        if mask is not None:
-            hidden = mask.reshape(x.shape[0], -1).to(x.device)
-            visible = torch.cat([torch.ones(x.shape[0], 1, dtype=torch.bool, device=x.device), ~hidden], dim=1)
-            attn_mask = visible[:, None, None, :]
-        return self.encode_patches(self.embed_patches(x), attn_mask=attn_mask)
+        those tokens out of attention (and, through ``encode``, out of mean pooling)."""
+        hidden = None if mask is None else mask.reshape(x.shape[0], -1).to(x.device)
+        return self.encode_patches(self.embed_patches(x), absent=hidden)
 
-    def forward_visible(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """``[B, 1 + K, D]``: the encoder on the tokens ``keep [B, K]`` only (masked reconstruction)."""
-        return self.encode_patches(self.embed_patches(x), keep)
+    def forward_visible(self, x: torch.Tensor, keep: torch.Tensor, absent: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, 1 + K, D]``: the encoder on the tokens ``keep [B, K]`` only (masked reconstruction); kept tokens
+        in ``absent [B, R·P]`` are read by no other token."""
+        return self.encode_patches(self.embed_patches(x), keep, absent=absent)
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
-        """``mask [B, R, P]`` or ``[B, R·P]``: True for padded or missing patches (excluded from attention and mean)."""
-        result = super().encode(x, mask)
-        if mask is not None:
-            result["visible"] = ~mask.reshape(x.shape[0], -1).to(x.device)
-        return result
-
-    def padding_mask(self, valid: list[int], length: int) -> torch.Tensor | None:
-        """``[B, R, P]`` True for patches that lie entirely in the padding."""
-        if all(v == length for v in valid):
+    def padding_mask(self, valid: list[int], length: int, absent: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``[B, R, P]`` True for patches that lie entirely in the padding or belong to an absent region."""
+        padded_runs = not all(v == length for v in valid)
+        has_absent = absent is not None and bool(absent.any())
+        if not (padded_runs or has_absent):
             return None
         starts = torch.arange(0, length, self.patch)
-        padded = starts[None, :] >= torch.as_tensor(valid)[:, None]  # [B, P]
-        return padded[:, None, :].expand(-1, self.n_regions, -1)
+        out = (starts[None, :] >= torch.as_tensor(valid)[:, None])[:, None, :].expand(-1, self.n_regions, -1)
+        return out | absent.to(torch.bool)[:, :, None] if has_absent else out
 
-    def pool(self, out: Encoded, pooling: str) -> torch.Tensor:
-        if pooling == "mean" and out.get("visible") is not None:
-            w = out["visible"].to(out["tokens"].dtype).unsqueeze(-1)
-            return (out["tokens"] * w).sum(1) / w.sum(1).clamp_min(1)
-        return super().pool(out, pooling)
-
-    def reconstruct(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Encode the visible tokens ``keep`` and predict all patches ``[B, R·P, patch]``."""
-        return self.forward_head(self.forward_visible(x, keep), keep, self.n_regions * (x.shape[-1] // self.patch))
+    def reconstruct(self, x: torch.Tensor, keep: torch.Tensor, absent: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode the visible tokens ``keep`` and predict all patches ``[B, R·P, patch]``; tokens in
+        ``absent [B, R·P]`` (no data) are read by no other token, in the encoder or the decoder."""
+        n_tokens = self.n_regions * (x.shape[-1] // self.patch)
+        return self.forward_head(self.forward_visible(x, keep, absent), keep, n_tokens, absent)
 
     def value_mask(self, batch: int, length: int, ratio: float, generator: torch.Generator
                    ) -> tuple[TokenMask, torch.Tensor]:
@@ -185,9 +174,11 @@ class BrainLM(MaskedAutoencoder, BrainModel):
         tm = random_mask(batch, self.n_regions * (length // self.patch), ratio, generator)
         return tm, tm.bool().repeat_interleave(self.patch, dim=1).reshape(batch, self.n_regions, length)
 
-    def reconstruct_values(self, x: torch.Tensor, tm: TokenMask) -> torch.Tensor:
-        """The prediction of every value ``[B, R, T]`` from the tokens ``tm`` leaves visible."""
-        return self.reconstruct(x, tm.keep.to(x.device)).reshape(x.shape)
+    def reconstruct_values(self, x: torch.Tensor, tm: TokenMask, absent: torch.Tensor | None = None) -> torch.Tensor:
+        """The prediction of every value ``[B, R, T]`` from the tokens ``tm`` leaves visible (regions ``absent
+        [B, R]`` unread)."""
+        tokens = self.token_absent(absent, x.shape[-1] // self.patch)
+        return self.reconstruct(x, tm.keep.to(x.device), None if tokens is None else tokens.to(x.device)).reshape(x.shape)
 
 
 class MaskedReconstruction(Objective):
@@ -201,18 +192,24 @@ class MaskedReconstruction(Objective):
               "final_weight_decay": 0.05, "betas": (0.9, 0.95), "grad_clip": 1.0}
     defaults = {"mask_ratio": 0.75, "future_patches": 0, "future_probability": 0.0}
 
-    def forward(self, x, valid, info):
+    def forward(self, x, valid, info, absent=None):
         model: BrainLM = self.model
         B, R, T = x.shape
         P = T // model.patch
         o = self.options
+        gone = model.token_absent(absent, P)  # [B, R·P] tokens of regions without data, or None
         use_future = o["future_patches"] and float(torch.rand((), generator=info.generator)) < o["future_probability"]
-        tm = future_mask(B, R, P, int(o["future_patches"])) if use_future else \
-            random_mask(B, R * P, float(o["mask_ratio"]), info.generator)
+        if use_future:
+            tm = future_mask(B, R, P, int(o["future_patches"]))
+        else:  # tokens without data sort last: hidden (never scored), so the visible budget goes to data
+            noise = torch.rand(B, R * P, generator=info.generator)
+            tm = random_mask(B, R * P, float(o["mask_ratio"]), noise=noise if gone is None else noise + gone.cpu())
         keep, masked = tm.keep.to(x.device), tm.masked.to(x.device)
-        pred = model.reconstruct(x, keep)
+        pred = model.reconstruct(x, keep, gone)
         target = model.patchify(x)
         data = (torch.arange(P, device=x.device) * model.patch < valid[:, None]).repeat(1, R)  # [B, R·P]
+        if gone is not None:
+            data = data & ~gone
         loss = masked_patch_loss(pred, target, masked, data)
         return loss, {"loss": float(loss.detach())}
 

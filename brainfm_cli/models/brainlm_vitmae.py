@@ -210,8 +210,10 @@ class PixelReconstruction(Objective):
             return TokenMask(idx[~hidden].expand(batch, -1).clone(), idx[hidden].expand(batch, -1).clone(), n)
         return random_mask(batch, n, float(o["mask_ratio"]), generator)
 
-    def loss(self, x: torch.Tensor, tm: TokenMask) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, channel-mean predictions ``[B, N, p²]``) for the hidden tokens of ``tm``."""
+    def loss(self, x: torch.Tensor, tm: TokenMask, absent: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, channel-mean predictions ``[B, N, p²]``) for the hidden tokens of ``tm``; pixels of regions
+        ``absent [B, R]`` (no data: zeros in the image, which mixes 16 regions per patch) do not count."""
         model: BrainLMViTMAE = self.model
         keep = tm.keep.to(x.device)
         img = model.to_image(x)
@@ -221,9 +223,12 @@ class PixelReconstruction(Objective):
         pred = pred.view(B, N, p2, model.channels).mean(-1)
         target = model.patchify(img).view(B, N, p2, model.channels).mean(-1)
         weight = tm.bool().to(x.device)[:, :, None] & model.signal_pixels().to(x.device).view(N, p2, -1)[None, ..., 0]
+        if absent is not None and bool(absent.any()):
+            data = model.to_image((~absent.to(torch.bool))[:, :, None].expand(x.shape).to(x.dtype)) > 0
+            weight = weight & model.patchify(data[:, :1]).view(B, N, p2)
         w = weight.to(pred.dtype)
         return ((pred - target) ** 2 * w).sum() / w.sum().clamp_min(1), pred
 
-    def forward(self, x, valid, info):
-        loss, _ = self.loss(x, self.hidden_tokens(x.shape[0], info.generator))
+    def forward(self, x, valid, info, absent=None):
+        loss, _ = self.loss(x, self.hidden_tokens(x.shape[0], info.generator), absent)
         return loss, {"loss": float(loss.detach())}

@@ -43,10 +43,11 @@ class MomentumSchedule:
 
 
 class Objective(nn.Module):
-    """A family's training step: ``forward(x, valid, info) -> (loss, {term: value})``.
+    """A family's training step: ``forward(x, valid, info, absent=None) -> (loss, {term: value})``.
 
     ``x [B, regions, sample_length]`` are model-ready crops, ``valid [B]`` how many leading samples are data
-    (the rest is zero padding). ``recipe`` holds the family's published optimisation defaults, ``defaults`` the
+    (the rest is zero padding), ``absent [B, regions]`` (or None) the regions without data (zero-filled): they never
+    count in a loss, and families with region tokens keep them out of attention. ``recipe`` holds the family's published optimisation defaults, ``defaults`` the
     objective's options (checked here, once). ``teachers`` maps a teacher attribute to the student attribute it
     follows (e.g. ``{"target": "model"}``); the engine creates those attributes before training.
     """
@@ -71,7 +72,8 @@ class Objective(nn.Module):
         """Samples per crop the engine should draw (the model's window unless the objective crops further)."""
         return int(self.model.card.input.seq_len)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, info: StepInfo,
+                absent: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
     def momentum_schedule(self) -> MomentumSchedule | None:

@@ -204,8 +204,9 @@ class SCMBM(MaskedAutoencoder, BrainModel):
         tm = random_mask(batch, self.n_patches, ratio, generator, keep_floor=True)
         return tm, tm.bool().repeat_interleave(self.patch, dim=1)[:, :self.n_voxels, None]
 
-    def reconstruct_values(self, x: torch.Tensor, tm: TokenMask) -> torch.Tensor:
-        """The prediction of every voxel ``[B, V, 1]`` from the patches ``tm`` leaves visible."""
+    def reconstruct_values(self, x: torch.Tensor, tm: TokenMask, absent: torch.Tensor | None = None) -> torch.Tensor:
+        """The prediction of every voxel ``[B, V, 1]`` from the patches ``tm`` leaves visible (absent voxels are
+        zeros in the input: a patch mixes 16 of them, so they cannot be hidden from attention)."""
         return self.reconstruct(x, tm.keep.to(x.device)).reshape(x.shape[0], -1)[:, :self.n_voxels, None]
 
     def convert_foreign(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
@@ -254,7 +255,7 @@ class MaskedVoxelModelling(Objective):
             raise BrainfmError(f"mask ratio {ratio} leaves {keep} of {model.n_patches} patches visible",
                                fix="choose a ratio that hides some patches and keeps at least one (e.g. 0.75)")
 
-    def forward(self, x, valid, info):
+    def forward(self, x, valid, info, absent=None):
         model: SCMBM = self.model
         model.check_input(x)
         v = x[..., 0]
@@ -263,16 +264,20 @@ class MaskedVoxelModelling(Objective):
         keep, masked = tm.keep.to(x.device), tm.masked.to(x.device)
         pred = model.reconstruct(x, keep)
         weights = None if self.options["padding_in_loss"] else model.voxel_weights()
+        if absent is not None and bool(absent.any()):  # voxels without data never count
+            present = model.patchify((~absent.to(torch.bool)).to(v.dtype))
+            weights = present if weights is None else present * weights
         loss = masked_voxel_loss(pred, model.patchify(v), masked, weights)
         return loss, {"loss": float(loss.detach())}
 
 
 def masked_voxel_loss(pred: torch.Tensor, target: torch.Tensor, masked: torch.Tensor,
                       weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared error over the voxels of hidden patches ``masked [B, M]``; ``weights [L, p]`` (0 for padding
-    copies) leaves voxels out. Without weights: the authors' mean over hidden patches of per-patch MSE."""
+    """Mean squared error over the voxels of hidden patches ``masked [B, M]``; ``weights [L, p]`` or ``[B, L, p]``
+    (0 for padding copies and voxels without data) leaves voxels out. Without weights: the authors' mean over
+    hidden patches of per-patch MSE."""
     err = (gather_tokens(pred, masked).float() - gather_tokens(target, masked).float()).pow(2)  # [B, M, p]
     if weights is None:
         return err.mean()
-    w = weights[masked]  # [B, M, p]
+    w = weights[masked] if weights.ndim == 2 else gather_tokens(weights, masked)  # [B, M, p]
     return (err * w).sum() / w.sum().clamp_min(1)

@@ -298,13 +298,24 @@ class Semantoks(BrainModel):
             return torch.cat([out["tokens"].mean(dim=1), out["cls"]], dim=-1)
         return super().pool(out, pooling)
 
-    def padding_mask(self, valid: list[int], length: int) -> torch.Tensor | None:
-        """``[B, N, P]`` True for patches that lie entirely in the zero padding of a short run."""
-        if all(v >= length for v in valid):
-            return None
+    def padding_mask(self, valid: list[int], length: int, absent: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``[B, N, P]`` True for patches that lie entirely in the zero padding of a short run, and for every patch
+        of a network none of whose regions has data. Absent regions of a network with data stay zeros (the
+        tokeniser mixes a network's regions, as the authors' region-drop augmentation zeroes them)."""
         starts = torch.arange(0, length - self.patch + 1, self.patch)
-        padded = starts[None, :] >= torch.as_tensor(valid)[:, None]
-        return padded[:, None, :].expand(-1, self.n_networks, -1)
+        gone = self.absent_networks(absent)
+        if all(v >= length for v in valid) and gone is None:
+            return None
+        padded = (starts[None, :] >= torch.as_tensor(valid)[:, None])[:, None, :].expand(-1, self.n_networks, -1)
+        return padded if gone is None else padded | gone[:, :, None]
+
+    def absent_networks(self, absent: torch.Tensor | None) -> torch.Tensor | None:
+        """``[B, N]`` True for networks none of whose regions has data (None when every network has some)."""
+        if absent is None or not bool(absent.any()):
+            return None
+        absent = absent.to(torch.bool).cpu()
+        gone = torch.stack([absent[:, idx.cpu()].all(dim=1) for idx in self.groups()], dim=1)
+        return gone if bool(gone.any()) else None
 
     def convert_foreign(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
         """The authors' ``checkpoint_epoch_*.pth`` (``model_state_dict`` → ``teacher_encoder.``) or a bare encoder.
@@ -488,14 +499,14 @@ class SelfDistillation(Objective):
     def sample_length(self) -> int:
         return int(self.options["sample_length"])
 
-    def forward(self, x, valid, info):
+    def forward(self, x, valid, info, absent=None):
         model: Semantoks = self.model
         o, g = self.options, info.generator
         B, L = x.shape[0], model.card.input.seq_len
         N, P = model.n_networks, L // model.patch
         views, kept = two_crops(x, valid, L, g)
         views = augment(views, g, float(o["region_drop"]), float(o["time_drop"]), tuple(o["scale"]), float(o["noise"]))
-        pad = model.padding_mask(kept.tolist(), L)
+        pad = model.padding_mask(kept.tolist(), L, None if absent is None else absent.repeat(2, 1))
         pad = torch.zeros(2 * B, N, P, dtype=torch.bool) if pad is None else pad.clone()
         masking = float(torch.rand((), generator=g)) < float(o["masking_frequency"])
         hidden = slice_masks(2 * B, N, P, g, tuple(o["mask_ratio"])).mask if masking else torch.zeros_like(pad)

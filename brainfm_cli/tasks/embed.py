@@ -29,7 +29,7 @@ from brainfm_cli.io.files import TsvStream, atomic_group, json_text, sidecar_pat
 from brainfm_cli.io.nifti import is_nifti, load_bold
 from brainfm_cli.io.provenance import generated_by
 from brainfm_cli.io.timeseries import RegionTimeseries, discover_timeseries, read_timeseries
-from brainfm_cli.models import get_card, load
+from brainfm_cli.models import architecture_class, get_card, load
 
 log = logging.getLogger("brainfm.embed")
 
@@ -143,7 +143,10 @@ def iter_windows(sources: list[RunSource], prep: Preprocessor, card, expected, o
         x, missing = prep.prepare(data.to_numpy(), ts.tr if ts.tr is not None else opts.tr, source.path,
                                   list(data.columns))
         if missing:
-            log.warning("%s: %d region(s) without data were filled with zeros", source.path.name, len(missing))
+            masked = opts.missing == "mask" and architecture_class(card.architecture["name"]).region_tokens
+            how = "kept out of the model's attention" if masked else \
+                "filled with zeros (the mean after normalisation)"
+            log.warning("%s: %d region(s) without data were %s", source.path.name, len(missing), how)
         for w in prep.windows(x, opts.window, opts.stride, source.path):
             yield source, w, missing
         if on_run:
@@ -188,7 +191,12 @@ def embed_rows(model, sources, prep, expected, opts: EmbedOptions, on_run=None) 
     with torch.inference_mode():
         for batch in _batches(iter_windows(sources, prep, model.card, expected, opts, on_run), opts.batch_size):
             x = torch.from_numpy(np.stack([w.x for _, w, _ in batch])).to(device)
-            mask = model.padding_mask([w.valid for _, w, _ in batch], x.shape[-1])
+            absent = None
+            if opts.missing == "mask" and any(gone for _, _, gone in batch):
+                absent = torch.zeros(len(batch), x.shape[1], dtype=torch.bool)
+                for i, (_, _, gone) in enumerate(batch):
+                    absent[i, gone] = True
+            mask = model.padding_mask([w.valid for _, w, _ in batch], x.shape[-1], absent)
             with autocast(device, dtype):
                 out = model.encode(x, mask=None if mask is None else mask.to(device))
                 pooled = model.pool(out, pooling)

@@ -16,14 +16,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from brainfm_cli.data.corpus import check_regions, expected_regions
+from brainfm_cli.data.corpus import Windows, load_corpus, windows
 from brainfm_cli.data.preprocess import Preprocessor
 from brainfm_cli.data.reconstruction import RidgeFromVisible, choose_penalty, interpolate, r2_and_mse
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.io.bids import RunFilter
 from brainfm_cli.io.files import check_output_folder, json_text, tsv_text
 from brainfm_cli.io.provenance import generated_by
-from brainfm_cli.io.timeseries import discover_timeseries, read_timeseries
 
 METHODS = ("model", "mean", "interpolation", "ridge")
 OUTPUT_FILES = ("metrics.tsv", "metrics.json", "report.html")
@@ -57,50 +56,29 @@ class ReconstructOptions:
             raise BrainfmError("--batch-size must be at least 1", fix="e.g. --batch-size 8")
 
 
-@dataclass
-class Windows:
-    """Model-ready windows ``[regions, time]`` of a corpus, with the participant each came from."""
-
-    x: list[np.ndarray]
-    participants: list[str]
-
-    def groups(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
-        for i, p in enumerate(self.participants):
-            out.setdefault(p, []).append(i)
-        return out
+def read_windows(inputs, card, opts: ReconstructOptions) -> Windows:
+    """Every non-overlapping full window of every run, checked against the model's regions (``absent`` marks the
+    regions without data under ``--missing-regions mask|zero``)."""
+    corpus = load_corpus(list(inputs), card, card.input.seq_len, opts.filters, opts.tr, opts.missing)
+    return windows(corpus, card.input.seq_len)
 
 
-def read_windows(inputs, card, prep: Preprocessor, opts: ReconstructOptions) -> Windows:
-    """Every non-overlapping full window of every run, checked against the model's regions."""
-    expected = expected_regions(card)
-    xs, subs = [], []
-    for f in discover_timeseries(list(inputs), opts.filters):
-        ts = read_timeseries(f, tr=opts.tr)
-        data = check_regions(ts, card, expected, f)
-        x, _ = prep.prepare(data.to_numpy(), ts.tr if ts.tr is not None else opts.tr, f, list(data.columns))
-        if x.shape[1] < card.input.seq_len:
-            continue
-        for w in prep.windows(x, source=f):
-            xs.append(np.asarray(w.x, dtype=np.float32))
-            subs.append(ts.participant_id)
-    return Windows(xs, subs)
-
-
-def _masks(model, windows: Windows, ratio: float, seed: int, salt: int) -> list:
-    """One training-style mask per window, drawn from a generator seeded by (seed, ratio, salt)."""
+def _masks(model, w: Windows, ratio: float, seed: int, salt: int) -> list:
+    """One training-style mask per window, drawn from a generator seeded by (seed, ratio, salt); the hidden values
+    exclude regions without data (never scored)."""
     import torch
 
     g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, int(round(ratio * 1e6)), salt])
                                           .generate_state(1)[0]))
     out = []
-    for x in windows.x:
+    for x, absent in zip(w.x, w.absent):
         tm, hidden = model.value_mask(1, x.shape[1], ratio, g)
-        out.append((tm, hidden[0].numpy()))
+        hidden = hidden[0].numpy()
+        out.append((tm, hidden & ~absent.reshape(-1, *[1] * (hidden.ndim - 1))))
     return out
 
 
-def _model_predictions(model, windows: Windows, masks: list, batch_size: int) -> list[np.ndarray]:
+def _model_predictions(model, w: Windows, masks: list, batch_size: int) -> list[np.ndarray]:
     import torch
 
     from brainfm_cli.masking.random import TokenMask
@@ -108,10 +86,12 @@ def _model_predictions(model, windows: Windows, masks: list, batch_size: int) ->
     device = next(model.parameters()).device
     preds = []
     with torch.inference_mode():
-        for lo in range(0, len(windows.x), batch_size):
-            xb = torch.from_numpy(np.stack(windows.x[lo:lo + batch_size])).to(device)
+        for lo in range(0, len(w), batch_size):
+            xb = torch.from_numpy(w.x[lo:lo + batch_size]).to(device)
+            absent = w.absent[lo:lo + batch_size]
             tm = TokenMask.cat([m[0] for m in masks[lo:lo + batch_size]])
-            preds += list(model.reconstruct_values(xb, tm).float().cpu().numpy())
+            preds += list(model.reconstruct_values(xb, tm, torch.from_numpy(absent).to(device) if absent.any()
+                                                   else None).float().cpu().numpy())
     return preds
 
 
@@ -131,12 +111,12 @@ def reconstruct(inputs: list[str], output: str | Path, opts: ReconstructOptions,
     model = load(opts.model, weights=opts.weights, device=opts.device, **opts.space_args)
     card = model.card
     prep = Preprocessor.from_space(card.input, missing=opts.missing)
-    scored = read_windows(inputs, card, prep, opts)
-    if not scored.x:
+    scored = read_windows(inputs, card, opts)
+    if not len(scored):
         raise BrainfmError(f"no run is at least one window long ({card.input.seq_len} samples at TR "
                            f"{card.input.tr} s)", fix="use longer runs")
-    fitting = read_windows(opts.train, card, prep, opts) if opts.train else None
-    groups = scored.groups()
+    fitting = read_windows(opts.train, card, opts) if opts.train else None
+    groups = _groups(scored)
     if fitting is None and len(groups) < 2:
         raise BrainfmError("the ridge baseline is fitted on other participants, and the inputs hold only one",
                            fix="give --train CORPUS (the training participants), or more participants")
@@ -148,24 +128,24 @@ def reconstruct(inputs: list[str], output: str | Path, opts: ReconstructOptions,
         done += 1
         if progress:
             progress(done, total)
-        filled = {m: [None] * len(scored.x) for m in METHODS}
+        filled = {m: [None] * len(scored) for m in METHODS}
         chosen = []
         for sub, idx in groups.items():
             fit = fitting if fitting is not None else \
-                Windows([scored.x[i] for i in range(len(scored.x)) if scored.participants[i] != sub],
-                        [p for p in scored.participants if p != sub])
-            fit_groups = list(fit.groups().values())
+                scored.take([i for i in range(len(scored)) if scored.participants[i] != sub])
+            fit_groups = list(_groups(fit).values())
             fit_masks = _masks(model, fit, ratio, opts.seed, 1)
             penalty = choose_penalty([[fit.x[i] for i in g] for g in fit_groups],
-                                     [[fit_masks[i][1] for i in g] for g in fit_groups])
+                                     [[fit_masks[i][1] | _absent_values(fit, i) for i in g] for g in fit_groups])
             chosen.append(penalty)
-            ridge = RidgeFromVisible(fit.x, penalty)
+            ridge = RidgeFromVisible(list(fit.x), penalty)
             for i in idx:
                 x, hidden = scored.x[i], masks[i][1]
+                unseen = hidden | _absent_values(scored, i)  # regions without data are no baseline's input
                 filled["model"][i] = preds[i]
                 filled["mean"][i] = np.broadcast_to(ridge.mean[:, None], x.shape)
-                filled["interpolation"][i] = interpolate(x, hidden)
-                filled["ridge"][i] = ridge.predict(x, hidden)
+                filled["interpolation"][i] = interpolate(x, unseen)
+                filled["ridge"][i] = ridge.predict(x, unseen)
             done += 1
             if progress:
                 progress(done, total)
@@ -199,6 +179,19 @@ def reconstruct(inputs: list[str], output: str | Path, opts: ReconstructOptions,
     }
     _write(out, metrics, sidecar, traces, card)
     return metrics
+
+
+def _groups(w: Windows) -> dict[str, list[int]]:
+    """Window indices per participant."""
+    out: dict[str, list[int]] = {}
+    for i, p in enumerate(w.participants):
+        out.setdefault(p, []).append(i)
+    return out
+
+
+def _absent_values(w: Windows, i: int) -> np.ndarray:
+    """``[R, T]`` True for the values of window ``i``'s regions without data."""
+    return np.broadcast_to(w.absent[i][:, None], w.x[i].shape)
 
 
 def _write(out: Path, metrics: pd.DataFrame, sidecar: dict, traces, card) -> None:
