@@ -147,3 +147,12 @@ def test_existing_output_refused_without_overwrite(tmp_path, bids):
     assert run_cli(*args, "--overwrite", "--standardize").returncode == 0
     assert f.read_bytes() != before
 
+
+
+def test_a_run_too_short_for_the_band_pass_is_an_error_naming_it(tmp_path):
+    from conftest import make_bids
+
+    bids = make_bids(tmp_path / "bids", subjects=("01",), n_vols=30)
+    out = run_cli("parcellate", bids, "-o", tmp_path / "out", "--atlas", "dosenbach160", "--high-pass", "0.01",
+                  "--low-pass", "0.1")
+    assert out.returncode == 1 and "too few for the band-pass" in out.stderr and "sub-01" in out.stderr

@@ -252,6 +252,7 @@ def test_interval_and_paired_test_formulas():
     se = np.sqrt((1 / 10 + 1 / 4) * folds.var(ddof=1))
     assert (lo, hi) == pytest.approx((0.34 - stats.t.ppf(0.975, 9) * se, 0.34 + stats.t.ppf(0.975, 9) * se))
     assert p == pytest.approx(2 * stats.t.sf(0.34 / se, 9))
+    assert all(np.isnan(lib.corrected_t(-0.49, np.full(10, -0.49), 1 / 4)))  # identical folds: no spread, no interval
     np.testing.assert_allclose(lib.holm([0.01, 0.04, 0.03, np.nan]), [0.03, 0.06, 0.06, np.nan])
     assert lib.permutation_p(0.5, np.array([0.1, 0.5, 0.7]), lower_is_better=False) == pytest.approx(3 / 4)
     assert lib.permutation_p(2.0, np.array([1.0, 3.0, 4.0]), lower_is_better=True) == pytest.approx(2 / 4)
@@ -538,8 +539,8 @@ def test_models_share_participants_and_drops_are_counted(tmp_path):
     assert acc["emb"]["not_shared_with_other_models"] == 1 and acc["fc"]["not_shared_with_other_models"] == 1
     assert acc["emb"]["missing_target"] == 1 and acc["fc"]["missing_target"] == 1  # sub-000 has dx = n/a
     assert len(res.setup.participants) == 17 and "sub-005" not in res.setup.participants
-    assert any("1 not shared with other models" in note for note in res.notes)
-    assert "not_shared_with_other_models" in (tmp_path / "out" / "report.html").read_text()
+    assert any("1 not in every model" in note for note in res.notes)
+    assert "<th class=\"text\">not in every model</th>" in (tmp_path / "out" / "report.html").read_text()
 
 
 @pytest.mark.slow

@@ -135,3 +135,123 @@ def test_a_failed_parcellate_leaves_no_description_in_a_new_folder(tmp_path):
     res = invoke("parcellate", bids, "-o", tmp_path / "out", "--atlas", "dosenbach160", "--confounds", "simple")
     assert res.exit_code == 1
     assert not (tmp_path / "out" / "dataset_description.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 16 (rest): the probe report's figures and tables, the same words on the console and in the report, piped names
+
+
+def _regression_inputs(tmp_path, n=30):
+    from test_probe import planted
+
+    X, y = planted(n=n, d=4)
+    ids = [f"sub-{i:03d}" for i in range(n)]
+    emb = write_embeddings(tmp_path / "emb.tsv", X, ids)
+    return emb, ids, y
+
+
+def test_side_by_side_figures_keep_their_captions_under_them():
+    """A figure is as wide as its image, so its caption wraps below it instead of running on under its neighbour."""
+    import base64
+    import re
+
+    from brainfm_cli.io.report import HtmlReport, new_figure
+
+    rep = HtmlReport("t")
+    for width in (3.5, 2.0):
+        fig = new_figure(width, 2.0)
+        fig.subplots().plot([0, 1], [0, 1])
+        rep.figure(fig, caption="a caption long enough to run past the edge of a narrow figure " * 3)
+    figures = re.findall(r'<figure style="width: (\d+)px"><img [^>]*src="data:image/png;base64,([^"]+)">'
+                         r"<figcaption>[^<]+</figcaption></figure>", rep.render())
+    assert len(figures) == 2
+    for width, png in figures:
+        assert int(width) == int.from_bytes(base64.b64decode(png)[16:20], "big")
+    assert [int(w) for w, _ in figures] == [350, 200]
+
+
+def test_the_participants_table_says_why_in_words_and_fits_the_page(tmp_path):
+    """Column names in words that can wrap (not 'not_shared_with_other_models'), only the reasons that occurred,
+    and a box that scrolls rather than the page when a table is still too wide."""
+    import pandas as pd
+
+    from brainfm_cli.tasks import probe as lib
+
+    emb, ids, y = _regression_inputs(tmp_path)
+    age = y.copy()
+    age[:2] = np.nan
+    part = write_participants(tmp_path / "p.tsv", participant_id=ids, age=age)
+    pd.read_csv(emb, sep="\t").drop(index=5).to_csv(tmp_path / "short.tsv", sep="\t", index=False)
+    res = lib.probe([str(emb), str(tmp_path / "short.tsv")], part, "age", tmp_path / "out", repeats=1,
+                    permutations=0, folds=3)
+    html = (tmp_path / "out" / "report.html").read_text()
+    part_html = html.split("<h2>Participants</h2>")[1].split("<h2>")[0]
+    assert '<div class="table"><table>' in part_html and "_" not in part_html.split("<tbody>")[0]
+    assert "td { white-space: nowrap; }" in html and ".table { max-width: 100%; overflow-x: auto;" in html
+    table = lib.participants_table(res)
+    assert list(table.columns) == ["model", "rows", "participants", "no age value", "not in every model", "used"]
+    assert table.set_index("model").loc["emb", "not in every model"] == 1
+    assert "1 not in every model" in " ".join(res.notes)  # the notes use the table's words
+
+
+def test_console_and_report_show_the_same_scores_in_the_same_words(tmp_path):
+    import re
+
+    emb, ids, y = _regression_inputs(tmp_path)
+    part = write_participants(tmp_path / "p.tsv", participant_id=ids, age=y)
+    out = run_cli("probe", emb, "--target", "age", "--participants", part, "-o", tmp_path / "o", "--repeats", "2",
+                  "--permutations", "3", "--folds", "3")
+    assert out.returncode == 0, out.stderr
+    html = (tmp_path / "o" / "report.html").read_text()
+    scores = html.split("<h2>Scores</h2>")[1].split("<figure")[0]
+    header = re.findall(r"<th[^>]*>([^<]*)</th>", scores)
+    rows = [re.findall(r"<td[^>]*>([^<]*)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", scores.split("<tbody>")[1])]
+    assert header == ["model", "metric", "mean", "95 % CI", "permutation p"]
+    assert [r[1] for r in rows] == ["R²", "MAE", "Pearson r"] and "r2" not in scores and "mae" not in scores
+    console = [line.strip("│┃ ") for line in out.stdout.splitlines()]
+    assert any(all(h in line for h in header) for line in console)  # the same column names
+    for row in rows:  # every row of the report's table appears on the console, cell for cell
+        assert any([c.strip() for c in line.split("│")] == row for line in console), row
+    assert "R²" in html.split("<h2>Paired")[0] and ">r2<" not in html
+
+
+def test_piped_embeddings_are_named_with_name_or_say_how(tmp_path):
+    import pandas as pd
+
+    emb, ids, y = _regression_inputs(tmp_path)
+    part = write_participants(tmp_path / "p.tsv", participant_id=ids, age=y)
+    args = ["--target", "age", "--participants", part, "--repeats", "1", "--permutations", "0", "--folds", "3"]
+    named = run_cli("probe", "-", *args, "--name", "brainlm", "-o", tmp_path / "named", input=emb.read_text())
+    assert named.returncode == 0, named.stderr
+    assert set(pd.read_csv(tmp_path / "named" / "metrics.tsv", sep="\t").model) == {"brainlm"}
+    assert "stdin" not in (tmp_path / "named" / "report.html").read_text().replace("<stdin>", "")
+    unnamed = run_cli("probe", "-", *args, "-o", tmp_path / "unnamed", input=emb.read_text())
+    assert unnamed.returncode == 0, unnamed.stderr
+    assert "a pipe carries no sidecar" in unnamed.stderr and "--name" in unnamed.stderr
+    assert "a pipe carries no sidecar" in (tmp_path / "unnamed" / "report.html").read_text()
+    both = run_cli("probe", emb, "-", *args, "--name", "a", "--name", "b", "-o", tmp_path / "both",
+                   input=emb.read_text())
+    assert both.returncode == 0, both.stderr
+    assert list(pd.read_csv(tmp_path / "both" / "metrics.tsv", sep="\t").model.unique()) == ["a", "b"]
+    wrong = run_cli("probe", emb, "-", *args, "--name", "a", "-o", tmp_path / "wrong", input=emb.read_text())
+    assert wrong.returncode == 1 and "1 --name for 2 embeddings file(s)" in wrong.stderr
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 17 (part): each atlas's template, as its own source names it
+
+
+def test_atlases_name_their_template_as_their_source_does():
+    from brainfm_cli.atlases import list_atlases, load_atlas
+
+    rows = {r["name"]: r for r in list_atlases()}
+    assert all(r["space"] != "MNI152" and r["space_source"] for r in rows.values())
+    expected = {"aal": "MNIColin27", "marsatlas": "MNIColin27", "harvard-oxford": "MNI152NLin6Asym",
+                "schaefer<N>-<N>": "MNI152NLin6Asym", "difumo<N>": "MNI152NLin6Asym", "yeo<N>": "MNI152NLin6Asym",
+                "basc<N>": "MNI152NLin2009aSym", "seitzman300": "MNI, template unknown",
+                "juelich": "MNI152, version unknown"}
+    assert {k: rows[k]["space"] for k in expected} == expected
+    for name in ("seitzman300", "power264", "aal", "juelich"):  # what a run's sidecar records is what the list says
+        assert load_atlas(name).space == rows[name]["space"]
+    out = run_cli("atlases")
+    assert out.returncode == 0 and "MNIColin27" in out.stdout and "MNI152NLin2009aSym" in out.stdout

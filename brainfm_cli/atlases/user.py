@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainfm_cli.atlases.base import Atlas
+from brainfm_cli.atlases.base import MNI_UNKNOWN, Atlas
 from brainfm_cli.errors import BrainfmError
 
 LABELS_FIX = "give a TSV with columns index, name and optionally network, x, y, z (one row per region)"
@@ -41,7 +41,7 @@ def load_user_atlas(image_path: str | Path, labels_path: str | Path | None) -> A
         coords = table[["x", "y", "z"]].to_numpy(float)
         if not np.isfinite(coords).all():
             coords = None
-    common = dict(name=image_path.name.split(".")[0], labels=names, space="MNI152", image=img,
+    common = dict(name=image_path.name.split(".")[0], labels=names, space=MNI_UNKNOWN, image=img,
                   networks=networks, network_source="atlas" if networks else None, coords=coords,
                   source=f"user files {image_path} + {labels_path}", licence="user-supplied", version="user")
     if img.ndim == 4:

@@ -1,4 +1,5 @@
-"""``brainfm atlases``: every atlas brainfm knows, with its size, space, networks, origin and licence."""
+"""``brainfm atlases``: every atlas brainfm knows, with its size, template space and networks (``--tsv`` adds its
+origin, licence and where the template's name comes from)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from brainfm_cli.cli._output import stderr
 
 def atlases(
     fetch: Annotated[Optional[str], typer.Option(
-        "--fetch", help="Download a nilearn-fetchable atlas (e.g. schaefer400-7) into the brainfm data folder.")] = None,
-    tsv: Annotated[bool, typer.Option("--tsv", help="Print the list as TSV on standard output.")] = False,
+        "--fetch", metavar="NAME",
+        help="Download a nilearn-fetchable atlas (e.g. schaefer400-7) into the brainfm data folder.")] = None,
+    tsv: Annotated[bool, typer.Option("--tsv", help="Print the list as TSV on standard output, with each atlas's "
+                                                   "source, licence and where its template's name comes from.")] = False,
 ) -> None:
     """List available atlases (offline ones and nilearn-fetchable ones)."""
     from brainfm_cli._resources import data_dir
@@ -33,10 +36,15 @@ def atlases(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"brainfm atlases (cache: {data_dir()})")
-    for col in ("name", "regions", "space", "networks", "coordinates", "kind", "availability", "licence"):
-        table.add_column(col, overflow="fold")
+    table = Table(title=f"brainfm atlases (cache: {data_dir()})", box=None, pad_edge=False)
+    for col in ("name", "regions", "space", "networks", "kind", "availability"):
+        table.add_column(col, no_wrap=True)
     for r in rows:
-        table.add_row(*(str(r[c]) for c in ("name", "regions", "space", "networks", "coordinates", "kind",
-                                            "availability", "licence")))
-    Console(width=max(Console().width, 140)).print(table)
+        regions = str(r["regions"]).split(" ")[0] if r["availability"] == "offline" else "<N>"
+        example = r["availability"].removeprefix("nilearn fetch (e.g. ").rstrip(")")
+        availability = "offline" if r["availability"] == "offline" else f"online (--fetch {example})"
+        table.add_row(r["name"], regions, r["space"], "yes" if r["networks"] else "-", r["kind"], availability)
+    console = Console(highlight=False)
+    console.print(table)
+    console.print("space: the template as the atlas's own source names it. 'brainfm atlases --tsv' adds where that "
+                  "comes from, each atlas's source and its licence.", markup=False)

@@ -20,6 +20,10 @@ def probe(
     embeddings: Annotated[Optional[list[str]], typer.Argument(
         help="Embedding TSVs from 'brainfm embed' ('-' reads standard input). Omit them to evaluate the FC "
              "baseline of --timeseries alone.")] = None,
+    name: Annotated[Optional[list[str]], typer.Option(
+        "--name", metavar="NAME", help="What to call each embeddings file in the results, one per file in order "
+                                       "(default: the model in its sidecar, else the file name; standard input has "
+                                       "neither: name it, e.g. --name brainlm). Repeatable.")] = None,
     task: Annotated[Optional[str], typer.Option(
         "--task", help="regression or classification (default: inferred from the column).")] = None,
     baseline: Annotated[Optional[str], typer.Option(
@@ -53,8 +57,8 @@ def probe(
     options = ProbeOptions(task=task, baseline=baseline, timeseries=tuple(timeseries or ()), folds=folds,
                            repeats=repeats, permutations=permutations, group_by=group_by,
                            confounds=tuple(c.strip() for c in (confounds or "").split(",") if c.strip()),
-                           aggregate=aggregate, head=head, seed=seed, n_jobs=n_jobs, overwrite=overwrite,
-                           command=command_line())
+                           aggregate=aggregate, head=head, seed=seed, n_jobs=n_jobs, names=tuple(name or ()),
+                           overwrite=overwrite, command=command_line())
     with progress("probe", quiet) as bar:
         result = run(embeddings or [], participants, target, output, options, progress=bar.update)
     _print_summary(result, output)
@@ -64,16 +68,15 @@ def _print_summary(result, output) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from brainfm_cli.tasks.probe import METRIC_LABEL, verdicts
+    from brainfm_cli.tasks.probe import scores_table, verdicts
 
     s = result.setup
+    scores = scores_table(result)  # the report's table, word for word
     table = Table(title=f"{result.settings['target']} ({s.task}), n = {len(s.participants)}")
-    for col in ("model", "metric", "mean", "95 % CI", "p (perm.)"):
+    for col in scores.columns:
         table.add_column(col, justify="left" if col in ("model", "metric") else "right")
-    for row in result.metrics.itertuples(index=False):
-        ci = f"{row.ci_low:.3f} – {row.ci_high:.3f}" if row.ci_low == row.ci_low else "n/a"
-        p = f"{row.p_permutation:.3g}" if row.p_permutation == row.p_permutation else "n/a"
-        table.add_row(row.model, METRIC_LABEL[row.metric], f"{row.mean:.3f}", ci, p)
+    for row in scores.itertuples(index=False):
+        table.add_row(*row)
     console = Console(highlight=False, markup=False)
     console.print(table)
     clipped = result.metrics["ci_high"].eq(1.0).any() or result.metrics["ci_low"].eq(-1.0).any()

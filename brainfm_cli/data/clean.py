@@ -144,22 +144,27 @@ def read_run(plan: RunPlan, run: BoldRun, params: CleanParams) -> np.ndarray:
     return read_data(plan.img, run.path)
 
 
-def clean_signals(signals: np.ndarray, plan: RunPlan, params: CleanParams) -> np.ndarray:
-    """nilearn's ``signal.clean`` with the run's confounds, filters and censoring (only the kept volumes)."""
+def clean_signals(signals: np.ndarray, plan: RunPlan, params: CleanParams, source=None) -> np.ndarray:
+    """nilearn's ``signal.clean`` with the run's confounds, filters and censoring (only the kept volumes); a run
+    too short for the band-pass filter is an error naming ``source``."""
     from nilearn import signal
 
-    if params.filtering or params.detrend or params.standardize or plan.confounds is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    if not (params.filtering or params.detrend or params.standardize or plan.confounds is not None):
+        return signals[plan.keep] if len(plan.keep) != plan.n_vols else signals
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
             return signal.clean(
                 signals, detrend=params.detrend, standardize="zscore_sample" if params.standardize else False,
                 confounds=plan.confounds, low_pass=params.low_pass, high_pass=params.high_pass, t_r=plan.tr,
                 sample_mask=None if len(plan.keep) == plan.n_vols else plan.keep, ensure_finite=False,
                 standardize_confounds=True,
             )
-    return signals[plan.keep] if len(plan.keep) != plan.n_vols else signals
-
-
+        except ValueError as exc:
+            if "padlen" not in str(exc):
+                raise
+            raise BrainfmError(f"{len(plan.keep)} volumes are too few for the band-pass filter (scipy: {exc})",
+                               path=source, fix="use longer runs, or drop --high-pass/--low-pass") from None
 
 
 def cleaning_sidecar(plan: RunPlan, run: BoldRun, params: CleanParams, n_volumes: int, command: str) -> dict:

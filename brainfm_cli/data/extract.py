@@ -233,7 +233,7 @@ def extract_run(run: BoldRun, atlas: Atlas, params: CleanParams, weights: Region
         log.warning("%s: %d region(s) below %.0f%% coverage are written as n/a columns: %s%s", run.path.name,
                     len(missing), 100 * params.min_coverage, ", ".join(missing[:8]), " ..." if len(missing) > 8 else "")
 
-    signals = clean_signals(ex.signals[:, covered], plan, params)
+    signals = clean_signals(ex.signals[:, covered], plan, params, run.path)
     out = np.full((signals.shape[0], atlas.n_regions), np.nan)
     out[:, covered] = signals
     frame = pd.DataFrame(out, columns=atlas.labels)

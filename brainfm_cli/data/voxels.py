@@ -251,7 +251,7 @@ def extract_voxel_run(run: BoldRun, roi: RoiSpec, params: CleanParams) -> Region
     if flat_voxels:
         log.warning("%s: %d of %d ROI voxels are constant over time (outside the brain or field of view?)",
                     run.path.name, flat_voxels, voxels.count)
-    x = clean_signals(x, plan, params)
+    x = clean_signals(x, plan, params, run.path)
     sidecar = {
         **cleaning_sidecar(plan, run, params, x.shape[0], "voxels"),
         "Voxels": {**voxels.identity(), "roi": roi.describe()},

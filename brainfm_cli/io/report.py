@@ -22,14 +22,16 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans
 h1 { font-size: 1.6em; border-bottom: 2px solid #444; padding-bottom: .2em; }
 h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #bbb; }
 h3 { font-size: 1.05em; }
-table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
+.table { max-width: 100%; overflow-x: auto; margin: .3em 0 .8em; }
+p.caption { font-weight: 600; margin: .8em 0 0; }
+table { border-collapse: collapse; font-size: .92em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th { background: #f0f0f0; }
+td { white-space: nowrap; }
 td.text, th.text { text-align: left; }
-caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3em; }
-figure { margin: 1em 0; display: inline-block; vertical-align: top; }
+figure { margin: 1em 1.5em 1em 0; display: inline-block; vertical-align: top; max-width: 100%; }
 figcaption { font-size: .9em; color: #444; }
-img { max-width: 100%; }
+figure img { display: block; width: 100%; height: auto; }
 pre { background: #f6f6f6; padding: .6em; overflow-x: auto; white-space: pre-wrap; }
 .note { background: #fff7e0; border-left: 4px solid #e0a800; padding: .4em .8em; margin: .6em 0; }
 footer { margin-top: 3em; font-size: .85em; color: #666; }
@@ -82,30 +84,40 @@ class HtmlReport:
         self._parts.append(f"<pre>{html.escape(text)}</pre>")
         return self
 
-    def table(self, df: pd.DataFrame, caption: str | None = None, float_format: str = "{:.3g}") -> "HtmlReport":
-        """A DataFrame as an HTML table: numbers right-aligned and formatted, text left-aligned, NaN as ``n/a``."""
-        def cell(value, tag):
+    def table(self, df: pd.DataFrame, caption: str | None = None, float_format: str = "{:.3g}",
+              numeric: tuple[str, ...] = ()) -> "HtmlReport":
+        """A DataFrame as an HTML table: numbers right-aligned and formatted, text left-aligned, NaN as ``n/a``.
+
+        ``numeric`` names columns of numbers already formatted as text (e.g. ``"0.41 – 0.62"``), aligned as numbers.
+        A table wider than the page scrolls inside its own box."""
+        def cell(value, tag, column):
             if isinstance(value, float):
                 text = "n/a" if value != value else float_format.format(value)
                 return f"<{tag}>{text}</{tag}>"
             if value is None:
                 return f"<{tag}>n/a</{tag}>"
-            klass = "" if isinstance(value, (int,)) and not isinstance(value, bool) else ' class="text"'
+            number = (isinstance(value, int) and not isinstance(value, bool)) or column in numeric
+            klass = "" if number else ' class="text"'
             return f"<{tag}{klass}>{html.escape(str(value))}</{tag}>"
 
         head = "".join(f'<th class="text">{html.escape(str(c))}</th>' for c in df.columns)
-        body = "".join("<tr>" + "".join(cell(_plain(v), "td") for v in row) + "</tr>"
+        body = "".join("<tr>" + "".join(cell(_plain(v), "td", c) for v, c in zip(row, df.columns)) + "</tr>"
                        for row in df.itertuples(index=False, name=None))
-        cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-        self._parts.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        cap = f'<p class="caption">{html.escape(caption)}</p>' if caption else ""  # the page's width, not the table's
+        self._parts.append(f'{cap}<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+                           f"</table></div>")
         return self
 
     def figure(self, fig, caption: str | None = None, dpi: int = 100) -> "HtmlReport":
-        """Embed a matplotlib figure as an inline PNG (``data:`` URI)."""
-        data = base64.b64encode(figure_png(fig, dpi=dpi)).decode("ascii")
+        """Embed a matplotlib figure as an inline PNG (``data:`` URI). The figure is as wide as its image, so its
+        caption wraps under it, also when figures sit side by side."""
+        png = figure_png(fig, dpi=dpi)
+        width = int.from_bytes(png[16:20], "big")  # the PNG header's IHDR width, in pixels
+        data = base64.b64encode(png).decode("ascii")
         alt = html.escape(caption or "figure")
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        self._parts.append(f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">{cap}</figure>')
+        self._parts.append(f'<figure style="width: {width}px"><img alt="{alt}" src="data:image/png;base64,{data}">'
+                           f"{cap}</figure>")
         return self
 
     def render(self) -> str:

@@ -20,13 +20,21 @@ from brainfm_cli.tasks.probe.estimators import (
     logistic_Cs,
     ridge_alphas,
 )
-from brainfm_cli.tasks.probe.figures import METRIC_LABEL, verdicts
+from brainfm_cli.tasks.probe.figures import (
+    METRIC_LABEL,
+    comparisons_table,
+    participants_table,
+    scores_table,
+    verdicts,
+)
 from brainfm_cli.tasks.probe.inputs import FeatureSet, fc_features, read_embeddings, read_participants
 from brainfm_cli.tasks.probe.run import OUTPUT_FILES, ProbeOptions, probe
 from brainfm_cli.tasks.probe.splits import ShuffledGroupKFold, StratifiedShuffledGroupKFold, assign_folds, derive_seed
 from brainfm_cli.tasks.probe.stats import classification_scores, corrected_t, holm, permutation_p
 
-__all__ = ["FeatureSet", "LogisticProbe", "METRIC_LABEL", "MlpClassifierProbe", "MlpRegressorProbe", "OUTPUT_FILES", "ProbeOptions",
-           "RIDGE_SCALES", "RidgeProbe", "ShuffledGroupKFold", "StratifiedShuffledGroupKFold", "assign_folds",
-           "build_setup", "classification_scores", "corrected_t", "cross_validate", "derive_seed", "fc_features", "holm",
-           "logistic_Cs", "permutation_p", "probe", "read_embeddings", "read_participants", "ridge_alphas", "verdicts"]
+__all__ = ["FeatureSet", "LogisticProbe", "METRIC_LABEL", "MlpClassifierProbe", "MlpRegressorProbe", "OUTPUT_FILES",
+           "ProbeOptions", "RIDGE_SCALES", "RidgeProbe", "ShuffledGroupKFold", "StratifiedShuffledGroupKFold",
+           "assign_folds", "build_setup", "classification_scores", "comparisons_table", "corrected_t",
+           "cross_validate", "derive_seed", "fc_features", "holm", "logistic_Cs", "participants_table",
+           "permutation_p", "probe", "read_embeddings", "read_participants", "ridge_alphas", "scores_table",
+           "verdicts"]

@@ -16,6 +16,10 @@ RIDGE_SCALES = np.logspace(4, -4, 17)
 LOGISTIC_SCALES = np.logspace(4, -4, 9)
 MLP_ALPHAS = np.logspace(1, -3, 3)
 FC_NAME = "fc"
+# Why a participant was left out (the accounting's keys), in the words of the report and the console.
+DROP_REASONS = {"not_in_participants_tsv": "not in participants.tsv", "missing_target": "no {target} value",
+                "missing_confounds": "a confound missing", "missing_group": "no {group_by} value",
+                "not_shared_with_other_models": "not in every model"}
 
 METHOD = [
     "Score: the out-of-fold score of one repeat, over participants (each predicted once, from the average of its "

@@ -5,11 +5,55 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from brainfm_cli.tasks.probe.constants import METHOD
+from brainfm_cli.tasks.probe.constants import DROP_REASONS, METHOD
 from brainfm_cli.tasks.probe.cv import ModelResult, ProbeResult, protocol
 
 METRIC_LABEL = {"r2": "R²", "mae": "MAE", "pearson_r": "Pearson r", "balanced_accuracy": "balanced accuracy",
                 "f1_macro": "macro-F1", "roc_auc": "ROC-AUC"}
+# The tables people read (console and report alike): metric names as in the text, numbers as they are printed.
+SCORE_NUMBERS = ("mean", "95 % CI", "permutation p")
+COMPARISON_NUMBERS = ("difference", "95 % CI", "p", "Holm p")
+
+
+def _number(value: float, fmt: str) -> str:
+    return "n/a" if value != value else format(value, fmt)
+
+
+def _interval(low: float, high: float, fmt: str = ".3f") -> str:
+    return "n/a" if low != low else f"{format(low, fmt)} – {format(high, fmt)}"
+
+
+def scores_table(result: ProbeResult) -> pd.DataFrame:
+    """Each model's scores in words and printed numbers: the console's table and the report's are this one."""
+    rows = [{"model": r.model, "metric": METRIC_LABEL[r.metric], "mean": _number(r.mean, ".3f"),
+             "95 % CI": _interval(r.ci_low, r.ci_high), "permutation p": _number(r.p_permutation, ".3g")}
+            for r in result.metrics.itertuples(index=False)]
+    return pd.DataFrame(rows, columns=["model", "metric", *SCORE_NUMBERS])
+
+
+def comparisons_table(result: ProbeResult) -> pd.DataFrame:
+    """The paired tests in words and printed numbers."""
+    rows = [{"model": r.model, "compared with": r.reference, "metric": METRIC_LABEL[r.metric],
+             "difference": _number(r.difference, "+.3f"), "95 % CI": _interval(r.ci_low, r.ci_high, "+.3f"),
+             "p": _number(r.p, ".3g"), "Holm p": _number(r.p_holm, ".3g")}
+            for r in result.comparisons.itertuples(index=False)]
+    return pd.DataFrame(rows, columns=["model", "compared with", "metric", *COMPARISON_NUMBERS])
+
+
+def drop_reason(key: str, settings: dict) -> str:
+    """Why participants were dropped, in words (``missing_target`` → "no age value")."""
+    return DROP_REASONS[key].format(target=settings["target"], group_by=settings["group_by"])
+
+
+def participants_table(result: ProbeResult) -> pd.DataFrame:
+    """Participants per model: rows and participants in the file, one column per reason some were dropped (only
+    the reasons that occurred), and how many were used."""
+    st, models = result.settings, result.setup.accounting["models"]
+    reasons = [k for k in DROP_REASONS if any(v.get(k) for v in models.values())]
+    rows = [{"model": name, "rows": v["rows"], "participants": v["participants"],
+             **{drop_reason(k, st): v[k] for k in reasons},
+             "used": v["used"]} for name, v in models.items()]
+    return pd.DataFrame(rows)
 
 
 def verdicts(result: ProbeResult) -> list[str]:
@@ -68,7 +112,7 @@ def _model_figure(result: ProbeResult, m: ModelResult):
 
     s = result.setup
     mean_pred = np.mean(m.oof, axis=0)
-    fig = new_figure(4.2, 3.8)
+    fig = new_figure(3.5, 3.3)
     ax = fig.subplots()
     if s.task == "regression":
         ax.scatter(s.y, mean_pred, s=12, alpha=0.7)
@@ -91,7 +135,7 @@ def _model_figure(result: ProbeResult, m: ModelResult):
         ax.set_yticks(range(k), s.classes)
         ax.set_xlabel("predicted")
         ax.set_ylabel("observed")
-    ax.set_title(m.name)
+    ax.set_title(m.name, fontsize=min(10.0, max(6.5, 10.0 * 30 / len(m.name))))  # long names fit
     return fig
 
 
@@ -111,22 +155,24 @@ def build_report(result: ProbeResult):
     for note in result.notes:
         rep.note(note)
     rep.heading("Scores")
-    rep.table(result.metrics, caption="mean over repeats, 95 % corrected repeated-CV interval (clipped to the "
-                                      "metric's range: R² and r at most 1), permutation p")
+    rep.table(scores_table(result), numeric=SCORE_NUMBERS,
+              caption="mean over repeats, 95 % corrected repeated-CV interval (clipped to the metric's range: R² and "
+                      "r at most 1), permutation p")
     chance = "dashed: chance level (R² 0, r 0; MAE has none)" if result.setup.task == "regression" else \
         "dashed: chance level (AUC 0.5, balanced accuracy 1 / classes)"
     rep.figure(_comparison_figure(result), caption=f"mean and 95 % interval (clipped to the metric's range); {chance}")
     if len(result.comparisons):
         rep.heading("Paired comparisons on the same folds")
-        rep.table(result.comparisons, caption="corrected resampled t-test on per-fold differences, Holm-corrected "
-                                              "within each metric")
+        rep.table(comparisons_table(result), numeric=COMPARISON_NUMBERS,
+                  caption="corrected resampled t-test on per-fold differences, Holm-corrected within each metric")
     rep.heading("Predictions")
     for m in result.models:
         rep.figure(_model_figure(result, m),
                    caption=f"{m.name}: out-of-fold predictions averaged over repeats")
     rep.heading("Participants")
-    acc = pd.DataFrame([{"model": k, **v} for k, v in s.accounting["models"].items()])
-    rep.table(acc, caption="participants per model: in the file, dropped and why, used")
+    acc = participants_table(result)
+    dropped = "dropped and why" if set(acc.columns) - {"model", "rows", "participants", "used"} else "none dropped"
+    rep.table(acc, caption=f"participants per model: in the file, {dropped}, used")
     rep.heading("Method")
     rep.bullets([protocol(result)[k] for k in ("folds", "aggregate", "preprocessing", "model", "hyper_parameter")]
                 + METHOD)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from brainfm_cli.data.connectivity import fisher_z_fc
 from brainfm_cli.data.corpus import check_same_regions
-from brainfm_cli.io.files import read_json, read_tsv, sidecar_path
+from brainfm_cli.io.files import read_json, read_tsv, sidecar_path, split_ext
 from brainfm_cli.io.provenance import sha256sum
 from brainfm_cli.io.timeseries import discover_timeseries, read_timeseries
 from brainfm_cli.errors import BrainfmError
@@ -50,8 +50,16 @@ def read_participants(path) -> pd.DataFrame:
     return df.set_index("participant_id")
 
 
-def read_embeddings(path: str) -> FeatureSet:
-    """An embeddings TSV (data contracts §3), checked: ids, numeric finite features, no duplicated rows."""
+STDIN_NAME = "stdin"
+UNNAMED = "standard input: no model name"  # info["name_from"] of unnamed embeddings read from a pipe
+
+
+def read_embeddings(path: str, name: str | None = None) -> FeatureSet:
+    """An embeddings TSV (data contracts §3), checked: ids, numeric finite features, no duplicated rows.
+
+    Its name in the results: ``name`` if given, else the model in its sidecar, else the file name. Standard input
+    has no sidecar and no file name (``embed -o -`` writes the model only to a file's sidecar), so unnamed it is
+    ``stdin`` and ``info["name_from"]`` says so."""
     name_for_errors = "<stdin>" if path == "-" else path
     df = read_tsv(path, dtype={c: str for c in ID_COLUMNS})
     id_cols = [c for c in df.columns if c in ID_COLUMNS]
@@ -100,9 +108,14 @@ def read_embeddings(path: str) -> FeatureSet:
             sidecar = read_json(side)
             model = (sidecar.get("model") or sidecar.get("Model")) if isinstance(sidecar, dict) else None
             info["sidecar"] = str(side)
-        name = str(model) if model else p.name[: -len(".tsv")] if p.name.endswith(".tsv") else p.stem
+    if name:
+        info["name_from"] = "--name"
+    elif model:
+        name, info["name_from"] = str(model), "sidecar"
+    elif path != "-":
+        name, info["name_from"] = split_ext(Path(path).name)[0], "file name"
     else:
-        name = "stdin"
+        name, info["name_from"] = STDIN_NAME, UNNAMED
     return FeatureSet(name=name, kind="embedding", ids=ids.reset_index(drop=True), X=X, source=name_for_errors,
                       info=info)
 

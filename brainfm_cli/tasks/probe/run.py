@@ -15,10 +15,10 @@ from brainfm_cli.tasks.probe.constants import CLASSIFICATION_METRICS, FC_NAME, M
 from brainfm_cli.tasks.probe.cv import ModelResult, ProbeResult, compare, cross_validate, protocol
 from brainfm_cli.tasks.probe.design import ProbeSetup, build_setup
 from brainfm_cli.tasks.probe.estimators import param_grid
-from brainfm_cli.tasks.probe.figures import build_report
+from brainfm_cli.tasks.probe.figures import build_report, drop_reason
 from brainfm_cli.io.files import check_output_folder
 from brainfm_cli.io.provenance import generated_by, sha256sum
-from brainfm_cli.tasks.probe.inputs import fc_features, read_embeddings, read_participants
+from brainfm_cli.tasks.probe.inputs import UNNAMED, fc_features, read_embeddings, read_participants
 
 OUTPUT_FILES = ("metrics.tsv", "metrics.json", "predictions.tsv", "comparisons.tsv", "report.html")
 
@@ -41,7 +41,8 @@ TASKS, BASELINES, AGGREGATES, HEADS = ("regression", "classification"), ("fc", "
 @dataclass(frozen=True)
 class ProbeOptions:
     """How ``probe`` evaluates: task (None: inferred from the column), the FC baseline and its time series, the
-    grouped CV (folds × repeats), permutations, grouping and confounds, aggregation, head, seed and workers.
+    grouped CV (folds × repeats), permutations, grouping and confounds, aggregation, head, seed and workers, and
+    the embeddings' names (one per file, in order; default: the model in each sidecar, else the file name).
     Every value is checked here, once, for the command line and the Python API alike."""
 
     task: str | None = None
@@ -56,12 +57,16 @@ class ProbeOptions:
     head: str = "linear"
     seed: int = 0
     n_jobs: int = 1
+    names: tuple[str, ...] = ()
     overwrite: bool = False
     command: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "timeseries", tuple(str(t) for t in self.timeseries or ()))
         object.__setattr__(self, "confounds", tuple(self.confounds or ()))
+        object.__setattr__(self, "names", tuple(str(n).strip() for n in self.names or ()))
+        if any(not n for n in self.names):
+            raise BrainfmError("an empty --name", fix="give each embeddings file a name, e.g. --name brainlm")
         for name, value, allowed in (("--task", self.task, (None, *TASKS)), ("--baseline", self.baseline,
                                      (None, *BASELINES)), ("--aggregate", self.aggregate, AGGREGATES),
                                      ("--head", self.head, HEADS)):
@@ -85,13 +90,17 @@ def probe(embeddings: list[str], participants_path, target: str, output, options
     o = options or ProbeOptions(**settings)
     if sum(1 for e in embeddings if str(e) == "-") > 1:
         raise BrainfmError("standard input ('-') given more than once", fix="pass '-' at most once")
+    if o.names and len(o.names) != len(embeddings):
+        raise BrainfmError(f"{len(o.names)} --name for {len(embeddings)} embeddings file(s)",
+                           fix="give one --name per embeddings file, in the same order (or none)")
     if not embeddings and (not o.timeseries or o.baseline == "none"):
         raise BrainfmError("nothing to evaluate: no embeddings file and no FC baseline",
                            fix="give embedding TSVs, or --timeseries DIR to evaluate the FC baseline alone")
     out = Path(output)
     check_output_folder(out, OUTPUT_FILES, o.overwrite)
     participants = read_participants(participants_path)
-    feature_sets = [read_embeddings(str(p)) for p in embeddings]
+    names = o.names or (None,) * len(embeddings)
+    feature_sets = [read_embeddings(str(p), name) for p, name in zip(embeddings, names)]
     use_fc = bool(o.timeseries) and o.baseline != "none"
     for fs, name in zip(feature_sets, unique_names([fs.name for fs in feature_sets], {FC_NAME} if use_fc else set())):
         fs.name = name
@@ -108,6 +117,7 @@ def probe(embeddings: list[str], participants_path, target: str, output, options
         "n_jobs": o.n_jobs, "group_by": o.group_by, "confounds": list(o.confounds),
         "baseline": FC_NAME if use_fc else "none",
         "participants": str(participants_path), "embeddings": [str(e) for e in embeddings],
+        "names": list(o.names),
         "timeseries": list(o.timeseries),
     }
     notes = _notes(setup, models, settings, o.baseline, list(o.timeseries))
@@ -124,7 +134,7 @@ def _notes(setup: ProbeSetup, models, settings, baseline, timeseries) -> list[st
         dropped = {k: v for k, v in a.items() if k not in ("rows", "participants", "used") and v}
         if dropped:
             notes.append(f"{name}: {a['participants']} participants in the file, {a['used']} used; dropped: "
-                         + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()))
+                         + ", ".join(f"{v} {drop_reason(k, settings)}" for k, v in dropped.items()))
     if acc["missing_target"]:
         notes.append(f"{acc['missing_target']} participants in participants.tsv have no '{settings['target']}' "
                      f"value (n/a): dropped, never imputed")
@@ -139,6 +149,10 @@ def _notes(setup: ProbeSetup, models, settings, baseline, timeseries) -> list[st
     elif not timeseries and baseline is None:
         notes.append("no FC baseline: add --timeseries DIR (the region time series the embeddings came from) to "
                      "see whether the embeddings beat plain functional connectivity")
+    for d in setup.designs:
+        if d.features.info.get("name_from") == UNNAMED:
+            notes.append(f"the embeddings read from standard input are called '{d.features.name}': a pipe carries no "
+                         f"sidecar, so their model is not known here; name them with --name (e.g. --name brainlm)")
     name = param_grid(setup.task, settings["head"])["name"]
     for m in models:
         n_fits = sum(len(row) for row in m.params)

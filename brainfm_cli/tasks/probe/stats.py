@@ -57,16 +57,17 @@ def corrected_t(estimate: float, fold_values: np.ndarray, test_fraction: float) 
     """95 % interval and two-sided p (against 0) of a repeated-CV estimate, Nadeau–Bengio corrected.
 
     ``fold_values`` are the J = repeats × folds per-fold scores (or paired differences); ``test_fraction`` is
-    n_test / n_train.
+    n_test / n_train. Folds that all score the same (e.g. a correlation of ±1 on two test participants) give no
+    estimate of the spread: the interval and p are NaN (shown as n/a), not a zero-width certainty.
     """
     v = np.asarray(fold_values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     j = len(v)
     if j < 2 or not np.isfinite(estimate):
         return np.nan, np.nan, np.nan
+    if np.ptp(v) == 0:
+        return np.nan, np.nan, np.nan
     se = np.sqrt((1.0 / j + test_fraction) * v.var(ddof=1))
-    if se == 0:
-        return estimate, estimate, (1.0 if estimate == 0 else 0.0)
     q = stats.t.ppf(0.975, j - 1)
     p = 2 * stats.t.sf(abs(estimate) / se, j - 1)
     return estimate - q * se, estimate + q * se, float(p)
