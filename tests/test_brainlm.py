@@ -187,3 +187,39 @@ def test_vitmae_pretraining_step_counts_only_hidden_data_pixels(vit):
     want = err[hidden][data[hidden]].mean()
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
     assert err[~hidden][data[~hidden]].mean().item() != pytest.approx(want.item(), rel=1e-3)
+
+
+def test_vitmae_values_map_to_their_image_patches_and_back(vit):
+    """A decoder that returned the input's own pixels would give back every input value exactly."""
+    from brainfm_cli.masking.random import random_mask
+
+    x = torch.randn(2, 424, 200)
+    img = vit.to_image(x)
+    tm, hidden = vit.value_mask(2, 200, 0.75, torch.Generator().manual_seed(0))
+    assert hidden.shape == (2, 424, 200)
+    patches = vit.value_patches()
+    assert torch.equal(hidden, torch.gather(tm.bool(), 1, patches.reshape(1, -1).expand(2, -1)).reshape(2, 424, 200))
+    original = vit.forward_head
+    vit.forward_head = lambda *a, **k: vit.patchify(img)
+    try:
+        torch.testing.assert_close(vit.reconstruct_values(x, random_mask(2, 729, 0.5)), x, atol=1e-5, rtol=1e-5)
+    finally:
+        vit.forward_head = original
+
+
+@pytest.mark.slow
+def test_vitmae_design_trains_on_another_atlas_and_is_scored(tmp_path):
+    from conftest import run_cli
+    from test_pretrain import learnable_corpus
+
+    corpus = learnable_corpus(tmp_path / "c", n_subjects=3, n_vols=300)
+    out = run_cli("pretrain", corpus, "--model", "brainlm-vitmae-111m", "--atlas", "seitzman300", "--size", "tiny",
+                  "-o", tmp_path / "run", "--max-steps", "3", "--batch-size", "2", "--val-fraction", "0.34", "-q")
+    assert out.returncode == 0, out.stderr
+    import yaml
+
+    card = yaml.safe_load((tmp_path / "run" / "model.yaml").read_text())
+    assert card["input"]["n_regions"] == 30 and card["architecture"]["image_size"] == 208  # 200 TRs, patches of 16
+    rec = run_cli("reconstruct", corpus, "--model", tmp_path / "run" / "model.yaml", "-o", tmp_path / "rec",
+                  "--mask-ratio", "0.5", "-q")
+    assert rec.returncode == 0, rec.stderr

@@ -63,6 +63,30 @@ DummyScans = Annotated[Optional[int], typer.Option(
     "--dummy-scans", help="Initial volumes to drop (default: fMRIPrep's non-steady-state count, else 0).")]
 
 
+# The training loop's options (pretrain, forecast fit): None means "the configuration file's, else the default".
+Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Passes over the corpus.")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Crops per process per step.")]
+Accumulation = Annotated[Optional[int], typer.Option("--accumulation", help="Gradient accumulation.")]
+CropsPerRun = Annotated[Optional[int], typer.Option("--crops-per-run", help="Random crops drawn from each run per epoch.")]
+LearningRate = Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: the recipe's).")]
+MaxSteps = Annotated[Optional[int], typer.Option(
+    "--max-steps", help="The run's length in optimiser steps (the schedule follows it; default: --epochs).")]
+TimeLimit = Annotated[Optional[str], typer.Option(
+    "--time-limit", metavar="DURATION", help="Wall-time for this run (e.g. 15m, 1h30m): the schedule is fitted to "
+                                             "it and the run stops cleanly at it with a checkpoint.")]
+ValFraction = Annotated[Optional[float], typer.Option(
+    "--val-fraction", help="Participants held out for validation (default 0.2; 0 for none).")]
+Validation = Annotated[Optional[list[str]], typer.Option(
+    "--val", help="A validation corpus instead of a split (repeatable).")]
+ValEvery = Annotated[Optional[int], typer.Option("--val-every", help="Steps between validations (default: ten per run).")]
+CheckpointEvery = Annotated[Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its last checkpoint.")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")]
+TrainConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", help="YAML with any TrainConfig field (flags given on the command line win).")]
+
+
 def roi_spec(mask=None, atlas: str | None = None, labels: str | None = None, atlas_labels=None):
     """The ``data.voxels.RoiSpec`` that ``--roi-mask``, or ``--roi-atlas`` with ``--roi-labels``, describe."""
     if mask is None and atlas is None and not labels:
@@ -83,9 +107,31 @@ METAVARS = {
     "confounds": "STRATEGY", "arch": "KEY=VALUE", "objective": "KEY=VALUE", "target": "COLUMN",
     "group_by": "COLUMN", "head": "linear|mlp", "baseline": "fc|none", "mask_ratio": "RATIO",
     "val_fraction": "FRACTION", "min_coverage": "FRACTION", "seed": "N", "roi_labels": "LABELS",
+    "epochs": "N", "batch_size": "N", "accumulation": "N", "crops_per_run": "N", "max_steps": "N", "val_every": "N",
+    "checkpoint_every": "N", "lr": "RATE", "context": "SAMPLES", "horizon": "SAMPLES", "stride": "SAMPLES",
+    "config": "FILE", "coords": "FILE", "gradients": "FILE", "repeats": "N", "neighbors": "K", "run_label": "LABEL",
+    "duration": "SECONDS", "dt": "SECONDS", "voxel_size": "MM", "atlas_labels": "FILE",
     "output": "PATH", "participants": "FILE", "timeseries": "PATH", "train": "PATH", "val": "PATH",
 }
 BY_TYPE = {"path": "PATH", "integer": "N", "float": "NUMBER", "text": "TEXT"}
+BY_ANNOTATION = {int: "N", float: "NUMBER", Path: "PATH", str: "TEXT"}
+PER_COMMAND = {("simulate", "participants"): "N"}  # a count there, a file in probe
+
+
+def _annotated_kind(command, name: str) -> str | None:
+    """The placeholder for a parameter from its Python annotation (``Annotated[Optional[int], …]`` → ``N``)."""
+    import typing
+
+    try:
+        hint = typing.get_type_hints(command.callback, include_extras=False).get(name)
+    except Exception:  # a callback whose hints cannot be resolved: fall back to the click type
+        return None
+    while typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else None
+    if typing.get_origin(hint) is list:
+        hint = typing.get_args(hint)[0]
+    return BY_ANNOTATION.get(hint)
 
 
 def name_placeholders(command) -> None:
@@ -98,8 +144,9 @@ def name_placeholders(command) -> None:
         if getattr(param, "param_type_name", "") == "argument":
             param.metavar = param.name.upper()
             continue
-        kind = getattr(getattr(param, "type", None), "name", "text")
-        meta = METAVARS.get(param.name) or BY_TYPE.get(kind, "VALUE")
+        kind = getattr(getattr(param, "type", None), "name", None)
+        meta = PER_COMMAND.get((command.name, param.name)) or METAVARS.get(param.name) or \
+            (BY_TYPE.get(kind) if kind else None) or _annotated_kind(command, param.name) or "VALUE"
         if param.name == "task":  # a BIDS entity, except probe's regression|classification
             meta = "regression|classification" if command.name == "probe" else "LABEL"
         if param.name == "confounds" and command.name == "probe":

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from brainfm_cli import __version__
-from brainfm_cli.cli import (atlases, embed, gradients, models, networks, parcellate, pretrain, probe,
-                             reconstruct, simulate, voxels)
+from brainfm_cli.cli import (atlases, embed, forecast, gradients, models, networks, parcellate, perturb, pretrain,
+                             probe, reconstruct, simulate, voxels)
 from brainfm_cli.cli._errors import BrainfmGroup
 
 app = typer.Typer(
@@ -30,6 +30,8 @@ app.add_typer(models.app, name="models")
 app.command("pretrain")(pretrain.pretrain)
 app.command("probe")(probe.probe)
 app.command("reconstruct")(reconstruct.reconstruct)
+app.add_typer(forecast.app, name="forecast")
+app.command("perturb")(perturb.perturb)
 app.command("networks")(networks.networks)
 app.command("simulate")(simulate.simulate)
 app.command("voxels")(voxels.voxels)

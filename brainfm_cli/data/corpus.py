@@ -156,6 +156,44 @@ def load_corpus(inputs: list[str], card, length: int | None = None, filters: Run
     return Corpus(runs, files, subs, length, absent)
 
 
+def load_forecast_pairs(inputs: list[str], card, context: int, horizon: int, stride: int,
+                        filters: RunFilter | None = None, tr: float | None = None, missing: str = "error") -> Corpus:
+    """(context, future) pairs of every run, one ``[R, context + horizon]`` "run" each, every ``stride`` samples.
+
+    A context never sees a sample after it: it is prepared from the run's raw samples up to its own last sample
+    time (resampling and band-pass filters reach ahead, so a context cut from the whole prepared run would carry
+    its own future), normalised with the whole run's statistics; the future is the whole prepared run's.
+    """
+    prep = Preprocessor.from_space(card.input, missing=missing)
+    expected = expected_regions(card)
+    pairs, files, subs, absent = [], [], [], []
+    length = context + horizon
+    for f in discover_timeseries(inputs, filters):
+        ts = read_timeseries(f, tr=tr)
+        data = check_regions(ts, card, expected, f)
+        raw = data.to_numpy()
+        tr_in = ts.tr if ts.tr is not None else tr
+        full, gone, stats = prep.prepare_with_stats(raw, tr_in, f, list(data.columns))
+        gone_mask = np.isin(np.arange(full.shape[0]), gone) & (missing == "mask")
+        for end in range(context, full.shape[1] - horizon + 1, stride):
+            if prep.tr == tr_in and prep.bandpass is None and prep.resampling == "polyphase":
+                ctx = full[:, end - context:end]  # nothing reaches ahead
+            else:
+                known = int(np.floor((end - 1) * prep.tr / tr_in + 1e-9)) + 1  # raw samples at or before it
+                part = prep.prepare_with_stats(raw[:known], tr_in, f, list(data.columns), stats)[0]
+                if part.shape[1] < end:  # the last model sample lies past the last raw one: hold it
+                    part = np.pad(part, ((0, 0), (0, end - part.shape[1])), mode="edge")
+                ctx = part[:, end - context:end]
+            pairs.append(np.ascontiguousarray(np.concatenate([ctx, full[:, end:end + horizon]], axis=1)))
+            files.append(f)
+            subs.append(ts.participant_id)
+            absent.append(gone_mask)
+    if not pairs:
+        raise BrainfmError(f"no run holds a context of {context} and a horizon of {horizon} samples at TR "
+                           f"{card.input.tr} s", fix="use longer runs, or a shorter --context/--horizon")
+    return Corpus(pairs, files, subs, length, absent)
+
+
 def split_by_participant(corpus: Corpus, fraction: float, seed: int) -> tuple[Corpus, Corpus | None]:
     """(training, validation) corpora with ``round(fraction × participants)`` participants held out, chosen by
     ``seed``; no validation when that rounds to none. A split that leaves no training participant is an error."""

@@ -64,19 +64,29 @@ def bandpass(data: np.ndarray, tr: float, low: float, high: float, order: int = 
     return sosfiltfilt(sos, data, axis=0, padlen=padlen)
 
 
-def normalise(data: np.ndarray, method: str) -> np.ndarray:
-    """``zscore_region``: each region over time; ``zscore_global``: the whole run; ``robust_region``:
-    (x − median) / IQR per region; ``none``."""
+def normalisation_stats(data: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(centre, scale)`` per region of ``[T, R]`` data such that the normalised run is ``(data − centre) / scale``:
+    ``zscore_region``: each region's mean and SD over time; ``zscore_global``: the whole run's; ``robust_region``:
+    median and IQR per region; ``none``: 0 and 1."""
+    R = data.shape[1]
     if method == "none":
-        return data
+        return np.zeros(R), np.ones(R)
     if method == "zscore_region":
-        return (data - data.mean(axis=0)) / (data.std(axis=0) + EPS)
+        return data.mean(axis=0), data.std(axis=0) + EPS
     if method == "zscore_global":
-        return (data - data.mean()) / (data.std() + EPS)
+        return np.full(R, data.mean()), np.full(R, data.std() + EPS)
     if method == "robust_region":
         q1, med, q3 = np.percentile(data, [25, 50, 75], axis=0)
-        return (data - med) / (q3 - q1 + EPS)
+        return med, q3 - q1 + EPS
     raise ValueError(f"unknown normalisation {method!r}")
+
+
+def normalise(data: np.ndarray, method: str) -> np.ndarray:
+    """The normalised run (see ``normalisation_stats``)."""
+    if method == "none":
+        return data
+    centre, scale = normalisation_stats(data, method)
+    return (data - centre) / scale
 
 
 @dataclass
@@ -123,6 +133,15 @@ class Preprocessor:
     def prepare(self, data: np.ndarray, tr: float | None, source=None, regions: list[str] | None = None
                 ) -> tuple[np.ndarray, list[int]]:
         """Run ``[T, R]`` at ``tr`` → ``[R, T']`` model-ready; also the indices of all-n/a regions (zero-filled)."""
+        x, missing, _ = self.prepare_with_stats(data, tr, source, regions)
+        return x, missing
+
+    def prepare_with_stats(self, data: np.ndarray, tr: float | None, source=None, regions: list[str] | None = None,
+                           stats: tuple[np.ndarray, np.ndarray] | None = None
+                           ) -> tuple[np.ndarray, list[int], tuple[np.ndarray, np.ndarray]]:
+        """``prepare``, plus the normalisation's ``(centre, scale)`` per region (to bring model outputs back to the
+        run's units; 0 and 1 for regions without data). ``stats`` normalises with given statistics instead (a
+        part of a run prepared as the whole run was)."""
         if tr is None:
             raise BrainfmError("the repetition time is unknown: no RepetitionTime in the run's JSON sidecar (or no "
                                "sidecar) and no --tr", path=source,
@@ -145,10 +164,14 @@ class Preprocessor:
             resample(block, tr, self.tr)
         if self.bandpass is not None:
             block = bandpass(block, self.tr, *self.bandpass)
-        block = normalise(block, self.normalisation)
+        centre, scale = normalisation_stats(block, self.normalisation) if stats is None else \
+            (stats[0][present], stats[1][present])
+        block = (block - centre) / scale
         out = np.zeros((block.shape[0], data.shape[1]))
         out[:, present] = block
-        return out.T.astype(np.float32), missing
+        stats = np.zeros(data.shape[1]), np.ones(data.shape[1])
+        stats[0][present], stats[1][present] = centre, scale
+        return out.T.astype(np.float32), missing, stats
 
     def windows(self, x: np.ndarray, window: int | None = None, stride: int | None = None,
                 source=None) -> Iterator[Window]:

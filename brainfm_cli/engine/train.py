@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from brainfm_cli.data.corpus import load_corpus, split_by_participant
+from brainfm_cli.data.corpus import load_corpus, load_forecast_pairs, split_by_participant
 from brainfm_cli.device import autocast, resolve_device, resolve_dtype
 from brainfm_cli.engine.distributed import barrier, device_for, init_distributed, shutdown
 from brainfm_cli.engine.ema import build_objective, update_teachers
@@ -73,6 +73,8 @@ class TrainConfig:
     val_every: int | None = None  # steps between validations (default: ten per run)
     tr: float | None = None
     missing: str = "error"
+    weights: str | None = None  # start from these weights (fine-tuning; default: the model card's own)
+    forecast: dict = field(default_factory=dict)  # context, horizon, freeze_encoder, from_scratch: forecast fine-tuning
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -136,23 +138,33 @@ class Trainer:
         try:
             device = device_for(dist, base_device)
             dtype = resolve_dtype(cfg.dtype, device)
-            card = get_card(cfg.model)
-            if cfg.size:
-                card = card.with_size(cfg.size)
-            if cfg.architecture:
-                card = card.with_architecture(**cfg.architecture)
             space_args: dict = {}
-            if cfg.atlas:
-                card, space_args = self._card_for_atlas(card)
             torch.manual_seed(cfg.seed)
-            model = build(card, **space_args)
-            card = model.card  # a family may complete its input space when built (SC-MBM: the voxel set)
-            objective = build_objective(model, cfg.objective)
+            if cfg.forecast:
+                objective = self._forecasting()
+            else:
+                card = get_card(cfg.model)
+                if cfg.size:
+                    card = card.with_size(cfg.size)
+                if cfg.architecture:
+                    card = card.with_architecture(**cfg.architecture)
+                if cfg.atlas:
+                    card, space_args = self._card_for_atlas(card)
+                objective = build_objective(build(card, **space_args), cfg.objective)
+            card = objective.model.card  # a family may complete its input space when built (SC-MBM: the voxel set)
             cfg = cfg.with_recipe(objective.recipe)
             self.config = cfg
-            corpus = load_corpus(list(cfg.corpus), card, objective.sample_length, tr=cfg.tr, missing=cfg.missing)
+            if cfg.forecast:  # (context, future) pairs whose contexts never see their future
+                C, H = int(cfg.forecast["context"]), int(cfg.forecast["horizon"])
+
+                def read(inputs):
+                    return load_forecast_pairs(list(inputs), card, C, H, max(1, H // 2), tr=cfg.tr, missing=cfg.missing)
+            else:
+                def read(inputs):
+                    return load_corpus(list(inputs), card, objective.sample_length, tr=cfg.tr, missing=cfg.missing)
+            corpus = read(cfg.corpus)
             if cfg.val:
-                val = load_corpus(list(cfg.val), card, objective.sample_length, tr=cfg.tr, missing=cfg.missing)
+                val = read(cfg.val)
             else:
                 corpus, val = split_by_participant(corpus, cfg.val_fraction, cfg.seed)
             if cfg.crops_per_run is None:
@@ -171,6 +183,25 @@ class Trainer:
             return self._loop(objective, corpus, card, device, dtype, dist, state, validator)
         finally:
             shutdown(dist)
+
+    def _forecasting(self):
+        """The forecasting objective around the model to fine-tune: its trained weights (the card's, or
+        ``weights``), or a random initialisation of the same architecture (``from_scratch``: the baseline that
+        says what pretraining adds)."""
+        from brainfm_cli.models import load
+        from brainfm_cli.models.forecast import Forecasting
+
+        cfg = self.config
+        spec = dict(cfg.forecast)
+        unknown = set(spec) - {"context", "horizon", "freeze_encoder", "from_scratch"}
+        if unknown or not {"context", "horizon"} <= set(spec):
+            raise BrainfmError(f"forecast settings need context and horizon, got {sorted(spec)}",
+                               fix="e.g. forecast: {context: 180, horizon: 20}")
+        if spec.get("from_scratch"):
+            model = build(get_card(cfg.model))
+        else:
+            model = load(cfg.model, weights=cfg.weights).train()
+        return Forecasting(model, int(spec["context"]), int(spec["horizon"]), bool(spec.get("freeze_encoder")))
 
     def _card_for_atlas(self, card) -> tuple:
         """The card re-targeted to the corpus's regions of ``--atlas`` (all or a subset, matched by name), with
@@ -220,7 +251,7 @@ class Trainer:
         mine = self.config.with_recipe({k: v for k, v in saved.to_dict().items() if k in (
             "lr", "start_lr", "min_lr", "warmup", "weight_decay", "final_weight_decay", "betas", "grad_clip")})
         differ = [k for k in ("model", "size", "atlas", "architecture", "objective", "epochs", "batch_size",
-                              "accumulation", "seed", "crops_per_run", "val_fraction", "val")
+                              "accumulation", "seed", "crops_per_run", "val_fraction", "val", "weights", "forecast")
                   if getattr(saved, k) != getattr(mine, k)]
         if differ:
             raise BrainfmError(f"--resume with settings that differ from the checkpoint's: {differ}", path=path,

@@ -3,7 +3,8 @@
 Every family: the objective's loss on fixed crops of the validation runs, and the effective rank (RankMe; Garrido
 et al. 2023) and spread between windows of its embeddings — a collapsed encoder gives the same embedding for
 every window — and a linear read-out of each held-out window's functional connectivity from its embedding (ridge
-fitted on windows of the training participants: how much of the window-to-window FC the embedding carries).
+fitted on windows of the training participants; skill over predicting their mean FC, on the leading principal
+axes of window FC: how much of what makes a window's FC its own the embedding carries).
 Masked-reconstruction families also report R² on hidden values at mask ratios 0.2 / 0.5 / 0.75 (BrainLM's
 Table 1) and the spread of their predictions; a model predicting the mean everywhere has R² ≈ 0 and a spread
 near 0. Every draw is seeded, so the same model gives the same figures.
@@ -26,8 +27,9 @@ log = logging.getLogger("brainfm.pretrain")
 RATIOS = (0.2, 0.5, 0.75)
 MAX_WINDOWS = 64  # enough for stable figures, bounded cost
 FC_TRAIN_WINDOWS = 128  # training windows the FC read-out is fitted on
+FC_COMPONENTS = 10  # principal axes of window-to-window FC that the read-out predicts
 FC_MIN_LENGTH = 20  # samples a window needs for its FC to mean something
-READOUT_PENALTIES = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3)  # × the number of fitting windows
+READOUT_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # × the kernel's mean eigenvalue
 
 
 def rankme(z: np.ndarray, eps: float = 1e-7) -> float:
@@ -58,10 +60,12 @@ class Validator:
         self.seed, self.device, self.batch = seed, device, batch_size
         self.participants = len(set(corpus.participants))
         self.fc = None
-        if train is not None and length >= FC_MIN_LENGTH and len(self.inputs) >= 2:
-            fit = self._subset(windows(train, length, max(1, length // 2)), seed, FC_TRAIN_WINDOWS)
-            if len(set(fit.participants)) >= 2:
-                self.fc = (fit, window_fc(fit), window_fc(self.inputs))
+        if train is not None and length >= FC_MIN_LENGTH:
+            # windows every eighth of a window: enough of them to fit and score a read-out on short corpora
+            fit = self._subset(windows(train, length, max(1, length // 8)), seed, FC_TRAIN_WINDOWS)
+            scored = self._subset(windows(corpus, length, max(1, length // 8)), seed)
+            if len(set(fit.participants)) >= 2 and len(scored) >= 2:
+                self.fc = (fit, scored, *fc_components(window_fc(fit), window_fc(scored)))
 
     @staticmethod
     def _subset(w: Windows, seed: int, n: int = MAX_WINDOWS) -> Windows:
@@ -109,13 +113,31 @@ class Validator:
             out["val_rankme"] = rankme(z)
             out["val_embedding_spread"] = embedding_spread(z)
             if self.fc is not None:
-                fit, fc_fit, fc_val = self.fc
-                out["val_fc_r2"] = readout_r2(self.embed(model, fit), fc_fit, fit.participants, z, fc_val)
-            if hasattr(model, "reconstruct_values"):
+                fit, scored, fc_fit, fc_val = self.fc
+                out["val_fc_r2"] = readout_r2(self.embed(model, fit), fc_fit, fit.participants,
+                                              self.embed(model, scored), fc_val)
+            if model.card.forecast:
+                out.update(self._forecast(model))
+            elif hasattr(model, "reconstruct_values"):
                 out.update(self._reconstruction(model))
         finally:
             objective.train(was)
         return out
+
+    def _forecast(self, model) -> dict[str, float]:
+        """R² of the forecasts of held-out crops (context, then horizon): over the whole horizon and one step ahead."""
+        C, H = int(model.card.forecast["context"]), int(model.card.forecast["horizon"])
+        truth, guess = [], []
+        for lo in range(0, len(self.crops), self.batch):
+            xb = torch.from_numpy(self.crops.x[lo:lo + self.batch, :, :C + H]).to(self.device)
+            absent = self._absent(self.crops, lo)
+            pred = model.forecast(xb[..., :C], absent).float().cpu().numpy()
+            keep = ~self.crops.absent[lo:lo + self.batch]
+            truth.append(xb[..., C:].cpu().numpy()[keep])
+            guess.append(pred[keep])
+        t, p = np.concatenate(truth), np.concatenate(guess)  # [values, H]
+        return {"val_forecast_r2": r2_and_mse(t.ravel(), p.ravel())[0],
+                "val_forecast_r2_step1": r2_and_mse(t[:, 0], p[:, 0])[0]}
 
     def _reconstruction(self, model) -> dict[str, float]:
         from brainfm_cli.masking.random import TokenMask
@@ -151,11 +173,20 @@ def window_fc(w: Windows) -> np.ndarray:
         np.zeros((0, len(iu[0])))
 
 
+def fc_components(fc_fit: np.ndarray, fc_val: np.ndarray, k: int = FC_COMPONENTS) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets of window FCs projected on the ``k`` leading principal axes of the fitting windows' FC (around
+    their mean): the main ways a window's FC departs from the average (single FC entries of a short window are
+    mostly sampling noise, which no embedding can carry)."""
+    axes = np.linalg.svd(fc_fit - fc_fit.mean(axis=0), full_matrices=False)[2][:k].T  # [E, k]
+    return fc_fit @ axes, fc_val @ axes
+
+
 def readout_r2(z_fit: np.ndarray, y_fit: np.ndarray, groups: list[str], z: np.ndarray, y: np.ndarray) -> float:
-    """R² of a ridge read-out of ``y`` (e.g. each window's FC) from the embeddings ``z``: fitted on
-    ``(z_fit, y_fit)`` with the penalty chosen by leave-one-participant-out over ``groups``, scored on ``(z, y)``
-    around their own mean (the window-to-window variation the embedding explains)."""
-    z_fit, z, y_fit, y = (np.asarray(a, dtype=np.float64) for a in (z_fit, z, y_fit, y))
+    """Skill of a ridge read-out of ``y`` (e.g. each window's FC) from the embeddings ``z`` over predicting the
+    fitting set's mean: ``1 − SSE / Σ(y − ȳ_fit)²`` on ``(z, y)``. Fitted on ``(z_fit, y_fit)``, the penalty
+    chosen by leave-one-participant-out over ``groups``. What it credits is what a window's FC has beyond the
+    average FC — the participant's own pattern and the window's departures from it."""
+    z_fit, y_fit, z, y = (np.asarray(a, dtype=np.float64) for a in (z_fit, y_fit, z, y))
     labels = np.asarray(groups)
     errors = np.zeros(len(READOUT_PENALTIES))
     for g in np.unique(labels):
@@ -164,15 +195,19 @@ def readout_r2(z_fit: np.ndarray, y_fit: np.ndarray, groups: list[str], z: np.nd
             pred = _ridge(z_fit[tr], y_fit[tr], z_fit[te], penalty)
             errors[i] += float(((pred - y_fit[te]) ** 2).sum())
     pred = _ridge(z_fit, y_fit, z, READOUT_PENALTIES[int(np.argmin(errors))])
-    return r2_and_mse((y - y.mean(axis=0)).ravel(), (pred - y.mean(axis=0)).ravel())[0]
+    sst = float(((y - y_fit.mean(axis=0)) ** 2).sum())
+    return 1.0 - float(((y - pred) ** 2).sum()) / sst if sst > 0 else float("nan")
 
 
 def _ridge(z_fit: np.ndarray, y_fit: np.ndarray, z: np.ndarray, penalty: float) -> np.ndarray:
-    """Ridge predictions in kernel form (few windows, wide targets), features standardised on the fitting set."""
-    mu, sd = z_fit.mean(axis=0), z_fit.std(axis=0) + 1e-8
-    a, b = (z_fit - mu) / sd, (z - mu) / sd
+    """Ridge predictions in kernel form (few windows, wide targets). Features are centred, not standardised: a
+    direction along which the fitting windows hardly vary gets a small weight instead of an amplified one (an
+    untrained encoder's embeddings barely vary); the penalty is relative to the mean eigenvalue of the kernel."""
+    mu = z_fit.mean(axis=0)
+    a, b = z_fit - mu, z - mu
     K = a @ a.T
-    coef = np.linalg.solve(K + penalty * len(a) * np.eye(len(a)), y_fit - y_fit.mean(axis=0))
+    lam = penalty * max(float(np.trace(K)) / len(a), 1e-300)
+    coef = np.linalg.solve(K + lam * np.eye(len(a)), y_fit - y_fit.mean(axis=0))
     return (b @ a.T) @ coef + y_fit.mean(axis=0)
 
 

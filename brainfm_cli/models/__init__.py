@@ -41,7 +41,10 @@ def architecture_class(name: str) -> type["BrainModel"]:
 def build(card: ModelCard, **space_args) -> "BrainModel":
     """A randomly initialised model for ``card`` (what ``pretrain`` starts from)."""
     check_architecture(card)
-    return architecture_class(card.architecture["name"]).from_card(card, **space_args)
+    model = architecture_class(card.architecture["name"]).from_card(card, **space_args)
+    if card.forecast:  # a forecaster: its head (or horizon) is part of the model
+        model.enable_forecasting(int(card.forecast["context"]), int(card.forecast["horizon"]))
+    return model
 
 
 def load(name: str | Path, weights: str | Path | None = None, device: str = "cpu", *, pretrained: bool = True,

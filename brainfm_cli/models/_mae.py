@@ -34,6 +34,13 @@ class MaskedAutoencoder:
         time = torch.cat([torch.full((1,), -1, device=device), self.token_times(n_tokens).to(device)])
         same = time[:, None] == time[None, :]  # [1 + N, 1 + N]
         allowed = seen[:, None, :] & (same[None] | seen[:, :, None])  # visible queries read every visible key
+        # a hidden token whose time patch shows nothing (the future, when forecasting) reads its own region's
+        # visible tokens instead: its history
+        lonely = ~allowed[:, :, 1:].any(-1)  # [B, 1 + N]
+        if bool(lonely[:, 1:].any()):
+            region = torch.cat([torch.full((1,), -1, device=device), self.token_regions(n_tokens).to(device)])
+            own = region[:, None] == region[None, :]
+            allowed |= lonely[:, :, None] & own[None] & seen[:, None, :]
         allowed[:, :, 0] = True
         return allowed[:, None]
 

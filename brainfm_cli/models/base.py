@@ -43,6 +43,9 @@ class BrainModel(nn.Module):
     # tokens are (region, time patch) pairs, region-major (r·P + t): ``token_regions`` maps them to regions, and
     # regions without data can be kept out of attention
     region_tokens: bool = False
+    # how the family forecasts (``models.forecast``): "future_masking" (its decoder), "head" (a read-out of the
+    # pooled embedding) or None (it cannot)
+    forecast_method: str | None = "head"
 
     def __init__(self, card: ModelCard):
         super().__init__()
@@ -182,6 +185,36 @@ class BrainModel(nn.Module):
         with self.recording_attention(self.attention_received) as maps:
             out = self.encode(x, mask)
         return {**out, "attention": torch.stack(maps).mean(0)}
+
+    def enable_forecasting(self, context: int, horizon: int) -> None:
+        """Make the model forecast ``horizon`` samples from ``context`` (checked against what it can take); the
+        card records it (``forecast``), so a saved forecaster rebuilds itself."""
+        from dataclasses import replace
+
+        from brainfm_cli.models.forecast import ForecastHead, check_lengths
+
+        check_lengths(self, context, horizon)
+        if self.forecast_method == "head" and not hasattr(self, "forecast_head"):
+            space = self.card.input
+            param = next(self.parameters())
+            with torch.no_grad():
+                probe = torch.zeros(1, space.n_regions, space.seq_len, device=param.device)
+                width = int(self.pool(self.encode(probe), self.default_pooling).shape[-1])
+            self.forecast_head = ForecastHead(width, space.n_regions, horizon).to(param.device)
+        self.card = replace(self.card, forecast={"context": int(context), "horizon": int(horizon),
+                                                 "method": self.forecast_method})
+
+    def is_forecast_parameter(self, name: str) -> bool:
+        """Whether parameter ``name`` maps the encoder's output to the future (trained by ``--freeze-encoder``)."""
+        return name.startswith("forecast_head.")
+
+    def forecast(self, context: torch.Tensor, absent: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, R, horizon]`` future samples from ``context [B, R, C]`` (regions ``absent [B, R]`` without data)."""
+        head = getattr(self, "forecast_head", None)
+        if head is None:
+            raise BrainfmError(f"{self.card.name} is not a forecaster", fix="make one with 'brainfm forecast fit'")
+        mask = self.padding_mask([context.shape[-1]] * context.shape[0], context.shape[-1], absent)
+        return head(self.pool(self.encode(context, mask), self.default_pooling))
 
     def convert_foreign(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
         """A checkpoint without brainfm's card in our key names; families with published weights map theirs.

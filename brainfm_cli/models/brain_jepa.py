@@ -138,6 +138,10 @@ class BrainJEPA(BrainModel):
                                     for _ in range(int(a["depth"])))
         self.norm = nn.LayerNorm(D, eps=eps)
         self.apply(init_jepa_weights)
+        # patch_init_std: the authors' N(0, 0.02) makes a 16-sample patch's token ~0.08 against positions of ~1, so
+        # an untrained encoder's tokens (and its EMA targets) are mostly position; a larger scale lets data count
+        if a.get("patch_init_std") is not None:
+            nn.init.trunc_normal_(self.patch_embed.weight, std=float(a["patch_init_std"]))
 
     @classmethod
     def from_card(cls, card: ModelCard, gradients=None) -> "BrainJEPA":

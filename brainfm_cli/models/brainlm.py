@@ -26,6 +26,7 @@ class BrainLM(MaskedAutoencoder, BrainModel):
     poolings = ("cls", "mean", "tokens")
     default_pooling = "cls"
     region_tokens = True  # token r·P + t is region r's time patch t
+    forecast_method = "future_masking"
 
     def __init__(self, card: ModelCard, coords):
         super().__init__(card)
@@ -160,6 +161,25 @@ class BrainLM(MaskedAutoencoder, BrainModel):
         starts = torch.arange(0, length, self.patch)
         out = (starts[None, :] >= torch.as_tensor(valid)[:, None])[:, None, :].expand(-1, self.n_regions, -1)
         return out | absent.to(torch.bool)[:, :, None] if has_absent else out
+
+    def is_forecast_parameter(self, name: str) -> bool:
+        return name.startswith(("decoder", "mask_token"))
+
+    def forecast(self, context: torch.Tensor, absent: torch.Tensor | None = None) -> torch.Tensor:
+        """The paper's forecasting: the context followed by ``horizon`` hidden samples (whole time patches), the
+        decoder's values for them ``[B, R, horizon]``."""
+        spec = self.card.forecast
+        if not spec:
+            raise BrainfmError(f"{self.card.name} has no forecast horizon", fix="make a forecaster with 'brainfm "
+                               "forecast fit' (or call enable_forecasting)")
+        B, R, C = context.shape
+        H = int(spec["horizon"])
+        x = torch.cat([context, context.new_zeros(B, R, H)], dim=-1)
+        P = x.shape[-1] // self.patch
+        tm = future_mask(B, R, P, H // self.patch)
+        gone = self.token_absent(absent, P)
+        pred = self.reconstruct(x, tm.keep.to(x.device), None if gone is None else gone.to(x.device))
+        return pred.reshape(B, R, C + H)[..., C:]
 
     def reconstruct(self, x: torch.Tensor, keep: torch.Tensor, absent: torch.Tensor | None = None) -> torch.Tensor:
         """Encode the visible tokens ``keep`` and predict all patches ``[B, R·P, patch]``; tokens in

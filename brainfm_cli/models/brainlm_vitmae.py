@@ -66,6 +66,10 @@ class BrainLMViTMAE(MaskedAutoencoder, BrainModel):
 
     @classmethod
     def from_card(cls, card: ModelCard, coords=None) -> "BrainLMViTMAE":
+        """``coords``: the regions' MNI coordinates that order the rows (the card's own for a model trained on
+        another atlas; the authors' A424 file for their weights)."""
+        if coords is None and card.input.coordinates:
+            coords = card.input.coordinates
         if coords is None:
             raise BrainfmError(f"{card.name} needs the A424 region coordinates to order its rows",
                                fix="pass coords= (an array [424, 3] or the authors' A424_Coordinates.dat), "
@@ -99,8 +103,17 @@ class BrainLMViTMAE(MaskedAutoencoder, BrainModel):
 
     @classmethod
     def adapt_to_atlas(cls, card: ModelCard, atlas, corpus: list[str]) -> tuple[ModelCard, dict]:
-        raise BrainfmError(f"{card.name} is the authors' A424 image geometry (424 rows × 200 TRs); it takes no "
-                           "other atlas", fix="use --model brainlm (the paper's design on any atlas with coordinates)")
+        """The released design on another atlas: its regions sorted by Y as rows, the square image the smallest
+        multiple of the patch that holds regions × TRs (padded with −1 as the authors pad A424). A new model:
+        the authors' weights stay tied to A424."""
+        space = card.input
+        if not space.coordinates:
+            raise BrainfmError(f"{card.name} orders its image rows by the regions' Y coordinate, and atlas "
+                               f"{atlas.name} gives none", fix="use an atlas with coordinates (or an --atlas-labels "
+                               "TSV with x, y, z columns)")
+        p = int(card.architecture["patch_size"])
+        size = -(-max(space.n_regions, space.seq_len) // p) * p
+        return card.with_architecture(image_size=size), {}
 
     @classmethod
     def pretraining_objective(cls, model: "BrainLMViTMAE", options: dict) -> "PixelReconstruction":
@@ -120,6 +133,35 @@ class BrainLMViTMAE(MaskedAutoencoder, BrainModel):
         B, C, _, _ = img.shape
         g, p = self.grid, self.patch
         return img.reshape(B, C, g, p, g, p).permute(0, 2, 4, 3, 5, 1).reshape(B, g * g, p * p * C)
+
+    def value_pixels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image row of each input region ``[R]`` (after the Y sort and padding) and column of each TR ``[T]``."""
+        rows = torch.empty_like(self.order)
+        rows[self.order] = torch.arange(len(self.order), device=self.order.device)
+        return rows + self.pad_rows, torch.arange(self.card.input.seq_len, device=rows.device) + self.pad_cols
+
+    def value_patches(self) -> torch.Tensor:
+        """``[R, T]``: the image patch holding each value of the (unsorted) input."""
+        rows, cols = self.value_pixels()
+        return (rows[:, None] // self.patch) * self.grid + cols[None, :] // self.patch
+
+    def value_mask(self, batch: int, length: int, ratio: float, generator: torch.Generator
+                   ) -> tuple[TokenMask, torch.Tensor]:
+        """Image patches hidden at random as in training (padding patches included, as the authors mask): the
+        token mask, and ``[B, R, T]`` True for every input value in a hidden patch."""
+        tm = random_mask(batch, self.grid ** 2, ratio, generator)
+        patches = self.value_patches().cpu()
+        return tm, torch.gather(tm.bool(), 1, patches.reshape(1, -1).expand(batch, -1)).reshape(batch, *patches.shape)
+
+    def reconstruct_values(self, x: torch.Tensor, tm: TokenMask, absent: torch.Tensor | None = None) -> torch.Tensor:
+        """The prediction of every input value ``[B, R, T]`` (in the input's units) from the patches ``tm`` leaves
+        visible: the channel mean of the decoder's pixels, un-sorted and rescaled."""
+        keep = tm.keep.to(x.device)
+        pred = self.forward_head(self.encode_image(self.to_image(x), keep), keep, self.grid ** 2)
+        B, g, p = x.shape[0], self.grid, self.patch
+        img = pred.view(B, g, g, p, p, self.channels).mean(-1).permute(0, 1, 3, 2, 4).reshape(B, g * p, g * p)
+        rows, cols = self.value_pixels()
+        return img[:, rows[:, None], cols[None, :]] * SCALE
 
     def signal_pixels(self) -> torch.Tensor:
         """``[N, p·p·C]`` True for pixels inside the 424×200 signal (the loss excludes padding)."""

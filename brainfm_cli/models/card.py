@@ -80,6 +80,7 @@ class ModelCard:
     evaluation: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)  # named presets: architecture overrides
+    forecast: dict[str, Any] = field(default_factory=dict)  # a forecaster's context, horizon and method
     path: str | None = None
 
     def to_dict(self) -> dict:
@@ -93,6 +94,8 @@ class ModelCard:
         for key in ("regions", "coordinates", "atlas_labels"):  # keep cards without them as they were
             if out["input"][key] is None:
                 del out["input"][key]
+        if not out["forecast"]:
+            del out["forecast"]
         return out
 
     def with_architecture(self, **overrides) -> "ModelCard":

@@ -56,6 +56,7 @@ class SCMBM(MaskedAutoencoder, BrainModel):
 
     poolings = ("cls", "mean", "tokens")
     default_pooling = "mean"
+    forecast_method = None  # one sample is one time-averaged vector: there is no time axis to extend
 
     def __init__(self, card: ModelCard):
         super().__init__(card)
