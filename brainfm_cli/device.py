@@ -1,12 +1,19 @@
 """Device and precision: ``--device auto|cpu|cuda|cuda:N|mps`` and ``--dtype auto|float32|bfloat16|float16``.
 
 ``auto`` picks CUDA, then MPS, then the CPU. Reduced precision runs through autocast, so parameters stay in
-float32; on the CPU ``auto`` means float32 (CPU autocast is slower than float32 on most processors).
+float32. On the CPU ``auto`` means float32, except for embedding on a CPU with native bfloat16 (AVX512_BF16 or
+AMX) with a model design whose bfloat16 embeddings were measured to agree with float32 (``BF16_AGREEMENT``):
+elsewhere CPU autocast is slower than float32 or untested. ``BRAINFM_CPU_BF16=0`` keeps ``auto`` at float32 on
+every CPU (the test suite sets it, so its figures do not depend on the processor). :func:`choose_dtype` decides,
+and says why.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+from pathlib import Path
 
 import torch
 
@@ -46,19 +53,93 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise BrainfmError(f"unknown device '{spec}'", fix="use auto, cpu, cuda, cuda:N or mps")
 
 
-def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
-    """The compute dtype: ``auto`` is bfloat16 on GPUs that support it, float16 on other GPUs, else float32."""
+# bfloat16 against float32, per model design (``architecture.name``), from bench/bench_bf16.py: the minimum over
+# embedding rows (default pooling, one row per sample) of the cosine between the bfloat16-autocast and float32
+# embeddings of the bench inputs (random weights at the published size), the bfloat16 speed-up of that forward,
+# and the date and CPU of the run. ``auto`` picks bfloat16 only where the cosine is ≥ BF16_MIN_COSINE and the
+# speed-up > 1.
+BF16_MIN_COSINE = 0.999
+BF16_AGREEMENT: dict[str, dict] = {}
+
+_NATIVE_BF16 = ("amx_bf16", "avx512_bf16")  # instruction sets with bfloat16 arithmetic (oneDNN uses them)
+_CPUINFO = Path("/proc/cpuinfo")
+
+
+def _cpu_flags() -> dict:
+    """The CPU's feature flags: torch's cpuinfo reading when this torch has it, else /proc/cpuinfo's flags."""
+    caps = getattr(torch.cpu, "get_capabilities", None)
+    if caps is not None:
+        try:
+            return dict(caps())
+        except (RuntimeError, AttributeError):
+            pass
+    try:
+        for line in _CPUINFO.read_text().splitlines():
+            if line.startswith("flags"):
+                return {flag: True for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        pass
+    return {}
+
+
+@functools.cache
+def cpu_bf16_native() -> str | None:
+    """The native bfloat16 instruction set of this CPU that torch can use (``amx_bf16`` or ``avx512_bf16``), or
+    None: the flag must be present, oneDNN available and ATen dispatching AVX-512 kernels."""
+    flags = _cpu_flags()
+    if not torch.backends.mkldnn.is_available() or "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        return None
+    return next((isa for isa in _NATIVE_BF16 if flags.get(isa)), None)
+
+
+def choose_dtype(spec: str, device: torch.device, design: str | None = None) -> tuple[torch.dtype, str]:
+    """The compute dtype for ``--dtype spec`` on ``device``, and why. ``auto`` is bfloat16 on GPUs that support
+    it, float16 on other GPUs; on the CPU, bfloat16 only with native support and a ``design`` (the model's
+    ``architecture.name``, given by ``embed``) whose agreement with float32 was measured, else float32."""
     spec = str(spec).lower()
     if spec == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float16 if device.type == "mps" else torch.float32
+            if torch.cuda.is_bf16_supported():
+                return torch.bfloat16, "bfloat16: auto on a CUDA GPU that supports it"
+            return torch.float16, "float16: auto on a CUDA GPU without bfloat16"
+        if device.type == "mps":
+            return torch.float16, "float16: auto on Apple MPS"
+        return _cpu_auto(design)
     if spec not in DTYPES:
         raise BrainfmError(f"unknown dtype '{spec}'", fix=f"use auto or one of {', '.join(DTYPES)}")
     dtype = DTYPES[spec]
     if dtype is torch.float16 and device.type == "cpu":
         raise BrainfmError("float16 is not supported on the CPU", fix="use --dtype float32 or bfloat16 on the CPU")
-    return dtype
+    return dtype, f"{spec}: asked for (--dtype {spec})"
+
+
+def _cpu_auto(design: str | None) -> tuple[torch.dtype, str]:
+    isa = cpu_bf16_native()
+    if isa is None:
+        return torch.float32, "float32: this CPU has no native bfloat16 (AVX512_BF16 or AMX)"
+    if os.environ.get("BRAINFM_CPU_BF16", "1").lower() in ("0", "false", "no"):
+        return torch.float32, f"float32: the CPU has native bfloat16 ({isa}), but BRAINFM_CPU_BF16=0 turns it off"
+    if design is None:
+        return torch.float32, (f"float32: the CPU has native bfloat16 ({isa}), but auto uses it only to embed "
+                               "with a model whose bfloat16 embeddings were checked against float32")
+    check = BF16_AGREEMENT.get(design)
+    if check is None:
+        return torch.float32, (f"float32: native bfloat16 ({isa}), but {design}'s bfloat16 embeddings have not "
+                               "been checked against float32")
+    measured = f"measured {check['date']} on {check['cpu']}"
+    if check["min_cosine"] < BF16_MIN_COSINE:
+        return torch.float32, (f"float32: native bfloat16 ({isa}), but {design}'s bfloat16 embeddings agree with "
+                               f"float32 only to cosine {check['min_cosine']:.5f} < {BF16_MIN_COSINE} ({measured})")
+    if check["speedup"] <= 1.0:
+        return torch.float32, (f"float32: native bfloat16 ({isa}), but {design} ran no faster in bfloat16 "
+                               f"(×{check['speedup']:.2f}, {measured})")
+    return torch.bfloat16, (f"bfloat16: native ({isa}); {design}'s embeddings agree with float32 to cosine "
+                            f"≥ {check['min_cosine']:.5f} per row, ×{check['speedup']:.2f} faster ({measured})")
+
+
+def resolve_dtype(spec: str, device: torch.device, design: str | None = None) -> torch.dtype:
+    """The compute dtype (see :func:`choose_dtype`, which also says why)."""
+    return choose_dtype(spec, device, design)[0]
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
@@ -68,8 +149,9 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def describe(device: torch.device, dtype: torch.dtype) -> dict:
-    """Device and precision as recorded in sidecars."""
+def describe(device: torch.device, dtype: torch.dtype, reason: str | None = None) -> dict:
+    """Device and precision as recorded in sidecars (with why that dtype, when given)."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return {"device": str(device), "device_name": name, "dtype": str(dtype).replace("torch.", ""),
+            **({"dtype_reason": reason} if reason else {}),
             "torch": torch.__version__, "threads": torch.get_num_threads()}

@@ -9,6 +9,7 @@ OUT=examples/output
 BIDS=$OUT/bids                   # simulated raw BIDS dataset (MNI-space images) + derivatives/simulation/
 DERIV=$OUT/derivatives/brainfm   # everything brainfm computes from it
 SEED=42
+MODELS=(brainlm-sim semantoks-sim brain-jepa-sim sc-mbm-sim)
 
 section() { printf '\n== %s ==\n' "$*"; }
 
@@ -23,8 +24,8 @@ fi
 section "2. Parcellate the images into region time series (Seitzman-300)"
 brainfm parcellate "$BIDS" -o "$DERIV" --atlas seitzman300 --overwrite
 
-section "3. Embed every run with the small models shipped with brainfm (trained on simulated data)"
-for model in brainlm-sim semantoks-sim; do
+section "3. Embed every run with the small models shipped with brainfm (trained on other simulated data)"
+for model in "${MODELS[@]}"; do
     brainfm embed "$DERIV" --model "$model" --aggregate mean -o "$OUT/embeddings-$model.tsv" --overwrite
 done
 
@@ -32,10 +33,35 @@ section "4. Probe: do the embeddings predict age better than the functional-conn
 brainfm probe "$OUT"/embeddings-*.tsv --target age --participants "$BIDS/participants.tsv" --timeseries "$DERIV" \
     -o "$OUT/probe-age" --repeats 5 --permutations 50 --seed "$SEED" --n-jobs 2 --overwrite
 
+section "5. Forecast: fine-tune brainlm-sim on participants 1-24, evaluate on 25-30 beside the baselines"
+train=("$DERIV"/sub-0[1-9] "$DERIV"/sub-1[0-9] "$DERIV"/sub-2[0-4])
+test=("$DERIV"/sub-2[5-9] "$DERIV"/sub-30)
+rm -rf "$OUT/forecast-run"
+brainfm forecast fit "${train[@]}" --model brainlm-sim --context 180 --horizon 20 -o "$OUT/forecast-run" \
+    --max-steps 120 --batch-size 8 --seed "$SEED" --quiet
+brainfm forecast evaluate "$OUT/forecast-run" "${test[@]}" -o "$OUT/forecast" --seed "$SEED" --overwrite --quiet
+
+section "6. Perturb each network in turn: does the forecaster know how stimulation spreads (simulator's truth)?"
+brainfm perturb "${test[@]}" --model "$OUT/forecast-run/model.yaml" --all-networks \
+    --truth "$BIDS/derivatives/simulation/stimulation_response.tsv" -o "$OUT/perturb" --overwrite --quiet
+
+python - "$OUT" <<'PY'
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+reports = [("probe-age", "Probe: age from each model's embeddings beside the FC baseline"),
+           ("forecast", "Forecast: the fine-tuned model beside mean, persistence, ridge AR, VAR and LSTM"),
+           ("perturb", "Perturb: every network in turn, model and VAR against the simulator's truth")]
+items = "".join(f'<li><a href="{d}/report.html">{t}</a></li>' for d, t in reports if (out / d / "report.html").exists())
+(out / "index.html").write_text(f"<!doctype html><meta charset='utf-8'><title>brainfm demo</title>"
+                                f"<h1>brainfm demo</h1><ul>{items}</ul>", encoding="utf-8")
+PY
+
 section "Outputs"
 echo "simulated BIDS dataset:   $BIDS (participants.tsv holds age, sex, diagnosis, control_score)"
 echo "ground truth:             $BIDS/derivatives/simulation (coupling per participant, phenotype_effects.json,"
 echo "                          stimulation_response.tsv: every region's response to stimulating each network)"
 echo "region time series:       $DERIV/sub-*/func/*_timeseries.tsv"
 echo "embeddings:               $OUT/embeddings-*.tsv (+ .json sidecars)"
-echo "probe report:             $OUT/probe-age/report.html (metrics.tsv, predictions.tsv, comparisons.tsv)"
+echo "reports:                  $OUT/index.html links the probe, forecast and perturbation reports"

@@ -2,6 +2,8 @@
 # Leave-one-participant-out check of the masked-reconstruction families on real data (the numbers on the model
 # cards): for each participant of DATA, pretrain on the others (--size small, --atlas ATLAS) and score
 # 'brainfm reconstruct' on the held-out one beside mean, interpolation and ridge (fitted on the training ones).
+# With FORECAST_STEPS=N, each fold's BrainLM is also fine-tuned to forecast (context 180, horizon 20) and scored by
+# 'brainfm forecast evaluate' beside the baselines and the same recipe without pretraining.
 # Usage: bash examples/evaluate_real_data.sh DATA_DIR OUT_DIR [family ...]   (families: brainlm, brainlm-vitmae-111m, sc-mbm)
 # Environment: ATLAS (default aal), STEPS (pretraining steps per family, e.g. STEPS_brainlm=400), THREADS (1).
 set -euo pipefail
@@ -33,6 +35,16 @@ for held in $subjects; do
         fi
         brainfm reconstruct "$fold/test" --model "$run/model.yaml" --train "$fold/train" \
             --mask-ratio 0.2 --mask-ratio 0.5 --mask-ratio 0.75 -o "$run/reconstruct" --overwrite --quiet > /dev/null
+        if [[ $family == brainlm && -n ${FORECAST_STEPS:-} ]]; then  # forecasting: fine-tune, then the baselines
+            fc=$OUT/runs/forecast/$held
+            if [[ ! -f $fc/model.yaml ]]; then
+                rm -rf "$fc"
+                brainfm forecast fit "$fold/train" --model "$run/model.yaml" --context 180 --horizon 20 -o "$fc" \
+                    --max-steps "$FORECAST_STEPS" --val "$fold/test" --seed 0 --quiet
+            fi
+            brainfm forecast evaluate "$fc" "$fold/test" -o "$fc/evaluate" --untrained-baseline --overwrite \
+                --quiet > /dev/null
+        fi
     done
 done
 python - "$OUT" <<'PY'
@@ -56,4 +68,17 @@ print(wide.round(3).to_string(index=False))
 print()
 print(wide.groupby(["family", "mask_ratio"])[["model", "mean", "interpolation", "ridge", "share_of_ridge"]]
       .mean().round(3).to_string())
+frames = []
+for path in sorted(out.glob("runs/forecast/*/evaluate/metrics.tsv")):
+    m = pd.read_csv(path, sep="\t", dtype={"step": str})
+    m.insert(0, "held_out", path.parent.parent.name)
+    frames.append(m)
+if frames:
+    table = pd.concat(frames, ignore_index=True)
+    table.to_csv(out / "forecast.tsv", sep="\t", index=False)
+    pick = table[table.step.isin(["1", "mean"])]
+    print()
+    print(pick.pivot_table(index=["held_out", "step"], columns="method", values="r2").round(3).to_string())
+    print()
+    print(pick.groupby(["step", "method"])["r2"].mean().unstack("method").round(3).to_string())
 PY

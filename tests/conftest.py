@@ -22,6 +22,8 @@ AFFINE_6MM = np.array([[-6.0, 0, 0, 90], [0, 6.0, 0, -126], [0, 0, 6.0, -72], [0
 SHAPE_6MM = (31, 37, 31)
 
 os.environ.setdefault("BRAINFM_OFFLINE", "1")  # tests never download
+# --dtype auto stays float32 on every CPU, so figures do not depend on the processor (test_device.py tests it)
+os.environ.setdefault("BRAINFM_CPU_BF16", "0")
 # Each test session has its own brainfm data folder: never the user's cache, never another run's.
 _DATA = tempfile.mkdtemp(prefix="brainfm-tests-")
 os.environ["BRAINFM_DATA"] = _DATA

@@ -220,6 +220,8 @@ def test_vitmae_design_trains_on_another_atlas_and_is_scored(tmp_path):
 
     card = yaml.safe_load((tmp_path / "run" / "model.yaml").read_text())
     assert card["input"]["n_regions"] == 30 and card["architecture"]["image_size"] == 208  # 200 TRs, patches of 16
+    arch = card["architecture"]
+    assert (arch["value_scale"], arch["decoder_attention"], arch["qk_init"]) == (1.0, "same_time", "tied")
     rec = run_cli("reconstruct", corpus, "--model", tmp_path / "run" / "model.yaml", "-o", tmp_path / "rec",
                   "--mask-ratio", "0.5", "-q")
     assert rec.returncode == 0, rec.stderr

@@ -105,3 +105,21 @@ def test_cli_writes_tsv_and_sidecar(tmp_path):
     np.testing.assert_allclose(load_gradients(tmp_path / "g.tsv", 30), table.iloc[:, 1:].to_numpy())
     again = run_cli("gradients", tmp_path / "ts", "-o", tmp_path / "g.tsv")
     assert again.returncode == 1 and "--overwrite" in again.stderr
+
+
+def test_cli_with_an_atlas_orders_rows_as_the_atlas_and_names_unknown_columns(tmp_path):
+    from brainfm_cli.atlases import load_atlas
+
+    labels = list(load_atlas("dosenbach160").labels)[:30]
+    runs, _ = _two_communities(n_runs=3, regions=30)
+    shuffled = labels[::-1]  # the corpus in another order than the atlas
+    for i, r in enumerate(runs):
+        path = timeseries_path(tmp_path / "ts", {"sub": f"{i:02d}", "task": "rest"}, "dosenbach160")
+        write_timeseries(pd.DataFrame(r, columns=shuffled), path, {"RepetitionTime": 2.0})
+    out = run_cli("gradients", tmp_path / "ts", "-o", tmp_path / "g.tsv", "--n-components", "5",
+                  "--atlas", "dosenbach160")
+    assert out.returncode == 0, out.stderr
+    assert pd.read_csv(tmp_path / "g.tsv", sep="\t")["region"].tolist() == labels
+    assert json.loads((tmp_path / "g.json").read_text())["Atlas"] == "dosenbach160"
+    bad = run_cli("gradients", tmp_path / "ts", "-o", tmp_path / "h.tsv", "--atlas", "aal")
+    assert bad.returncode == 1 and "match no region of atlas aal" in bad.stderr

@@ -48,3 +48,16 @@ def progress(label: str, quiet: bool = False, total: int | None = None, status: 
                   TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr, disable=quiet,
                   transient=True, redirect_stdout=False, redirect_stderr=False) as bar:
         yield _Bar(bar, bar.add_task(status, total=total))
+
+
+def fit_columns(table, flexible: int = 12):
+    """A rich table whose short columns keep their full width on a narrow terminal (names, counts, flags never
+    turn into '…'); only columns wider than ``flexible`` characters give way."""
+    for column in table.columns:
+        cells = [str(c) for c in column._cells] + [str(column.header)]
+        width = max(len(c) for c in cells)
+        if width <= flexible or column.header == "name":
+            column.min_width = width
+        else:
+            column.overflow = "ellipsis"
+    return table

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from brainfm_cli.cli._output import stderr
+from brainfm_cli.cli._output import fit_columns, stderr
 
 
 def atlases(
@@ -45,6 +45,6 @@ def atlases(
         availability = "offline" if r["availability"] == "offline" else f"online (--fetch {example})"
         table.add_row(r["name"], regions, r["space"], "yes" if r["networks"] else "-", r["kind"], availability)
     console = Console(highlight=False)
-    console.print(table)
+    console.print(fit_columns(table))
     console.print("space: the template as the atlas's own source names it. 'brainfm atlases --tsv' adds where that "
                   "comes from, each atlas's source and its licence.", markup=False)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from brainfm_cli.cli._output import stderr
+from brainfm_cli.cli._output import fit_columns, stderr
 
 app = typer.Typer(help="List registered models, or show one model card.", no_args_is_help=False, rich_markup_mode=None,
                   invoke_without_command=True, add_completion=False)
@@ -33,14 +33,16 @@ def models(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="brainfm models ('brainfm models show NAME' for the card)", box=None, pad_edge=False)
+    table = Table(title="brainfm models ('brainfm models show NAME' for the card)", box=None, pad_edge=False,
+                  caption="weights: shipped with brainfm; published (the authors': --weights FILE|hf://…); pretrain "
+                          "(none: train your own, or --weights)")
     for c in ("name", "family", "regions", "TR", "window", "weights"):
         table.add_column(c, no_wrap=True)
     for r in rows:
         weights = r["weights"] if r["weights"] in ("shipped",) else \
-            ("--weights needed" if str(r["weights"]).startswith("none") else "published (--weights FILE)")
+            ("pretrain" if str(r["weights"]).startswith("none") else "published")  # a local file or hf:// source
         table.add_row(r["name"], r["family"], str(r["regions"]), f"{r['tr']:g} s", str(r["window"]), weights)
-    Console(highlight=False).print(table)
+    Console(highlight=False).print(fit_columns(table))
 
 
 @app.command("show")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from brainfm_cli.engine.schedules import cosine, linear
+from brainfm_cli.layers.linear import keep_unpacked
 from brainfm_cli.models.objective import MomentumSchedule, Objective
 
 
@@ -19,10 +20,12 @@ def build_objective(model: nn.Module, options: dict | None = None) -> Objective:
 
 
 def attach_teachers(objective: Objective) -> None:
-    """Set each declared teacher to a frozen copy of its student (same weights, no gradients)."""
+    """Set each declared teacher to a frozen copy of its student (same weights, no gradients, never prepacked:
+    its weights change after every step)."""
     for teacher, student in objective.teachers.items():
         twin = copy.deepcopy(getattr(objective, student))
         twin.requires_grad_(False)
+        keep_unpacked(twin)
         setattr(objective, teacher, twin)
 
 
@@ -35,7 +38,10 @@ def momentum(schedule: MomentumSchedule, step: int, total: int) -> float:
 
 @torch.no_grad()
 def update_teachers(objective: Objective, step: int, total: int) -> dict[str, float]:
-    """``teacher ← m·teacher + (1 − m)·student`` for every declared pair; returns the momentum to log."""
+    """``teacher ← m·teacher + (1 − m)·student`` for every declared pair; returns the momentum to log.
+
+    ``m`` goes in as a 0-dim tensor: the same product as the Python number (rounded to the parameters' dtype
+    either way), without the per-tensor scalar wrapping and copy of CPU's ``_foreach_mul_`` fallback."""
     schedule = objective.momentum_schedule()
     if not objective.teachers or schedule is None:
         return {}
@@ -43,6 +49,8 @@ def update_teachers(objective: Objective, step: int, total: int) -> dict[str, fl
     for teacher, student in objective.teachers.items():
         ks = [p for p in getattr(objective, teacher).parameters()]
         qs = [p.detach() for p in getattr(objective, student).parameters()]
-        torch._foreach_mul_(ks, m)
+        if not ks:
+            continue
+        torch._foreach_mul_(ks, torch.tensor(m, dtype=ks[0].dtype, device=ks[0].device))
         torch._foreach_add_(ks, qs, alpha=1.0 - m)
     return {"ema_momentum": m}

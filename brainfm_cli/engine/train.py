@@ -193,6 +193,10 @@ class Trainer:
 
         cfg = self.config
         spec = dict(cfg.forecast)
+        reshaped = [k for k in ("size", "atlas", "architecture", "objective") if getattr(cfg, k)]
+        if reshaped:
+            raise BrainfmError(f"forecast fine-tuning takes the model as it was trained; {reshaped} would change it",
+                               fix="drop them (pretrain a model of that shape first, then forecast fit it)")
         unknown = set(spec) - {"context", "horizon", "freeze_encoder", "from_scratch"}
         if unknown or not {"context", "horizon"} <= set(spec):
             raise BrainfmError(f"forecast settings need context and horizon, got {sorted(spec)}",

@@ -114,6 +114,8 @@ def list_models() -> list[dict]:
             atlas=space.atlas or space.atlas_description, regions=space.n_regions or "from the data",
             tr=space.tr, window=space.seq_len,
             size=card.architecture.get("size", ""), embedding=card.embedding.get("width", card.architecture.get("embed_dim")),
-            weights="shipped" if shipped else (card.weights.get("source") or "none (pretrain or --weights)"),
+            weights="shipped" if shipped else (card.weights.get("source") or (
+                f"published: {', '.join(card.weights['files'])}" if card.weights.get("files") else
+                "none (pretrain or --weights)")),
         ))
     return rows

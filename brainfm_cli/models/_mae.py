@@ -21,6 +21,21 @@ class MaskedAutoencoder:
     def decoder_positions(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.decoder_pos_embed[0, 1:], self.decoder_pos_embed[0, :1]
 
+    def token_rows(self, n_tokens: int) -> torch.Tensor:
+        """Each token's place along the axis that is not time (its region; an image patch's row)."""
+        return self.token_regions(n_tokens)
+
+    def init_query_keys(self) -> None:
+        """``qk_init: tied``: keys start equal to queries, so attention starts as similarity of positions (tokens of
+        the same time attend to each other) instead of a random bilinear form that must be learnt from a tiny
+        signal; ``independent`` (the default) leaves the usual initialisation."""
+        if str(self.card.architecture.get("qk_init", "independent")) != "tied":
+            return
+        with torch.no_grad():
+            for blk in [*self.blocks, *self.decoder_blocks]:
+                w = blk.attn.qkv.weight
+                w[w.shape[0] // 3: 2 * w.shape[0] // 3] = w[: w.shape[0] // 3]
+
     def decoder_attention_mask(self, keep: torch.Tensor, n_tokens: int, device) -> torch.Tensor | None:
         """Which tokens each decoder token may read (None: all of them, MAE's decoder)."""
         mode = getattr(self, "decoder_attention", "all")
@@ -38,7 +53,7 @@ class MaskedAutoencoder:
         # visible tokens instead: its history
         lonely = ~allowed[:, :, 1:].any(-1)  # [B, 1 + N]
         if bool(lonely[:, 1:].any()):
-            region = torch.cat([torch.full((1,), -1, device=device), self.token_regions(n_tokens).to(device)])
+            region = torch.cat([torch.full((1,), -1, device=device), self.token_rows(n_tokens).to(device)])
             own = region[:, None] == region[None, :]
             allowed |= lonely[:, :, None] & own[None] & seen[:, None, :]
         allowed[:, :, 0] = True

@@ -75,13 +75,7 @@ class BrainLM(MaskedAutoencoder, BrainModel):
         self.apply(init_vit_weights)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        # qk_init tied: keys start equal to queries, so attention starts as similarity of positions (same-time
-        # tokens attend to each other) instead of a random bilinear form that must be learnt from a tiny signal
-        if str(a.get("qk_init", "independent")) == "tied":
-            with torch.no_grad():
-                for blk in [*self.blocks, *self.decoder_blocks]:
-                    w = blk.attn.qkv.weight
-                    w[w.shape[0] // 3: 2 * w.shape[0] // 3] = w[: w.shape[0] // 3]
+        self.init_query_keys()
         if learned:
             nn.init.trunc_normal_(self.region_embed, std=0.02)
             nn.init.trunc_normal_(self.decoder_region_embed, std=0.02)

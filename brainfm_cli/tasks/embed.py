@@ -22,7 +22,7 @@ from brainfm_cli.data.corpus import check_regions, expected_regions
 from brainfm_cli.data.extract import extract_run
 from brainfm_cli.data.preprocess import Preprocessor, Window
 from brainfm_cli.data.voxels import RoiSpec, extract_voxel_run
-from brainfm_cli.device import autocast, describe, resolve_dtype
+from brainfm_cli.device import autocast, choose_dtype, describe, resolve_dtype
 from brainfm_cli.errors import BrainfmError
 from brainfm_cli.io.bids import RunFilter, discover_bold, parse_entities
 from brainfm_cli.io.files import TsvStream, atomic_group, json_text, sidecar_path
@@ -172,7 +172,7 @@ def embed_rows(model, sources, prep, expected, opts: EmbedOptions, on_run=None) 
     if pooling not in model.poolings:
         raise BrainfmError(f"{model.card.name} has no pooling '{pooling}'", fix=f"use one of {', '.join(model.poolings)}")
     device = next(model.parameters()).device
-    dtype = resolve_dtype(opts.dtype, device)
+    dtype = resolve_dtype(opts.dtype, device, model.card.architecture.get("name"))
     id_cols = _id_columns(sources, opts.aggregate)
     pending: dict[int, list] = {}  # run index → pooled vectors, for aggregate=mean
     order = {id(s): i for i, s in enumerate(sources)}
@@ -280,7 +280,7 @@ def embed(inputs: list[str], output: str, opts: EmbedOptions, on_run: Callable[[
         "InputSpace": {"atlas": card.input.atlas or card.input.atlas_description, "n_regions": card.input.n_regions,
                        **({"voxels": card.input.voxels} if card.input.voxels else {})},
         "Preprocessing": prep.describe(), "Runs": len(sources),
-        "Compute": describe(device, resolve_dtype(opts.dtype, device)),
+        "Compute": describe(device, *choose_dtype(opts.dtype, device, card.architecture.get("name"))),
         "GeneratedBy": generated_by("embed"),
     }
     rows = embed_rows(model, sources, prep, expected, opts, on_run)

@@ -15,11 +15,22 @@ from brainfm_cli.io.provenance import generated_by
 
 
 def gradients_from_corpus(inputs, output, n_components=30, sparsity=0.9, alpha=0.5, filters=None,
-                          overwrite=False) -> Path | None:
+                          overwrite=False, atlas: str | None = None, atlas_labels: str | None = None) -> Path | None:
+    """Group gradients of the corpus's regions; with ``atlas``, the columns are checked against it by name and the
+    rows come in the atlas's order (the order a model trained with ``--atlas`` uses)."""
     recipe = GradientRecipe(n_components=n_components, sparsity=sparsity, alpha=alpha)
     if str(output) != "-" and Path(output).exists() and not overwrite:
         raise BrainfmError("the output file already exists", path=output, fix="pass --overwrite or choose another -o")
     runs, subs, regions, files = read_corpus(inputs, filters)
+    atlas_name = None
+    if atlas:
+        from brainfm_cli.atlases import load_atlas
+        from brainfm_cli.models._space import match_regions
+
+        loaded = load_atlas(atlas, atlas_labels)
+        ordered = match_regions(regions, loaded, files[0])
+        runs = [r[:, [regions.index(name) for name in ordered]] for r in runs]
+        regions, atlas_name = ordered, loaded.name
     maps, lam, _ = compute_gradients(runs, subs, recipe)
     table = pd.DataFrame(maps, columns=[f"gradient_{i + 1:02d}" for i in range(maps.shape[1])])
     table.insert(0, "region", regions)
@@ -30,6 +41,7 @@ def gradients_from_corpus(inputs, output, n_components=30, sparsity=0.9, alpha=0
         "Description": "functional gradients (diffusion-map embedding of group FC), regions × components",
         "Recipe": recipe.__dict__,
         "Eigenvalues": lam,
+        "Atlas": atlas_name,
         "NumberOfRuns": len(runs),
         "NumberOfParticipants": len(set(subs)),
         "Sources": [str(f) for f in files],

@@ -1,0 +1,58 @@
+"""EMA teachers: the update is exactly ``m·teacher + (1 − m)·student``, and teachers never prepack their weights."""
+
+import copy
+
+import torch
+
+from conftest import TINY
+
+
+def _semantoks_objective():
+    from brainfm_cli.engine.ema import build_objective
+    from brainfm_cli.models import load
+
+    torch.manual_seed(0)
+    return build_objective(load("semantoks", pretrained=False, architecture=TINY["semantoks"]).train(), {})
+
+
+def test_the_update_is_bitwise_the_per_tensor_formula():
+    from brainfm_cli.engine.ema import momentum, update_teachers
+
+    obj = _semantoks_objective()
+    with torch.no_grad():
+        for i, p in enumerate(obj.parameters()):
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)))
+    m = momentum(obj.momentum_schedule(), 7, 100)
+    assert 0.99 < m < 1.0
+    want = {}
+    for teacher, student in obj.teachers.items():
+        pairs = zip(getattr(obj, teacher).parameters(), getattr(obj, student).parameters())
+        want[teacher] = [k.detach().clone().mul_(m).add_(q.detach(), alpha=1.0 - m) for k, q in pairs]
+    assert update_teachers(obj, 7, 100)["ema_momentum"] == m
+    for teacher, expected in want.items():
+        got = list(getattr(obj, teacher).parameters())
+        assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def test_teachers_run_f_linear_at_inference_and_students_keep_the_packed_path():
+    import torch.nn.functional as F
+
+    from brainfm_cli.layers import Linear, linear
+
+    obj = _semantoks_objective()
+    teacher_linears = [m for m in obj.teacher.modules() if isinstance(m, Linear)]
+    assert teacher_linears and all(m in linear._UNPACKED for m in teacher_linears)
+    assert not any(m in linear._UNPACKED for m in obj.model.modules())
+    lin = obj.teacher.blocks[0].attn.qkv
+    x = torch.randn(2, 5, lin.in_features)
+    with torch.no_grad():
+        assert torch.equal(lin(x), F.linear(x, lin.weight, lin.bias))  # exactly PyTorch's product: no oneDNN
+        obj.teacher.eval().forward_features(torch.randn(2, 300, 100))
+        student = obj.model.blocks[0].attn.qkv
+        student(x)
+    assert not any(m in linear._PACKED for m in teacher_linears)
+    if torch.backends.mkldnn.is_available():
+        assert student in linear._PACKED  # students (and models loaded for embedding) are packed at inference
+    twin = copy.deepcopy(obj.teacher)  # a copy of a teacher is not updated after each step: it may pack again
+    assert not any(m in linear._UNPACKED for m in twin.modules())
