@@ -167,3 +167,17 @@ def test_a_context_never_sees_the_samples_after_it(tmp_path):
         x = corpus.runs[0]
         pairs.append(x[:, :180] * stats[1][:, None] + stats[0][:, None])  # the context in the run's units
     np.testing.assert_allclose(pairs[0], pairs[1], atol=1e-4)
+
+
+def test_freeze_encoder_trains_only_the_decoder(tmp_path, corpus, pretrained):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "frozen"
+    res = run_cli("forecast", "fit", corpus / "train", "--model", pretrained, "--context", "180", "--horizon", "20",
+                  "-o", out, "--max-steps", "3", "--batch-size", "4", "--val-fraction", "0", "--freeze-encoder", "-q")
+    assert res.returncode == 0, res.stderr
+    before, after = load_file(pretrained.parent / "model.safetensors"), load_file(out / "model.safetensors")
+    encoder = [k for k in before if k.startswith(("blocks.", "patch_embed", "norm.", "region_embed", "xyz_embed"))]
+    decoder = [k for k in before if k.startswith("decoder")]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)

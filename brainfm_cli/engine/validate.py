@@ -25,8 +25,8 @@ from brainfm_cli.models.objective import StepInfo
 log = logging.getLogger("brainfm.pretrain")
 
 RATIOS = (0.2, 0.5, 0.75)
-MAX_WINDOWS = 64  # enough for stable figures, bounded cost
-FC_TRAIN_WINDOWS = 128  # training windows the FC read-out is fitted on
+MAX_WINDOWS = 32  # enough for stable figures, bounded cost (a validation is ~7 forward passes of each)
+FC_TRAIN_WINDOWS = 64  # training windows the FC read-out is fitted on
 FC_COMPONENTS = 10  # principal axes of window-to-window FC that the read-out predicts
 FC_MIN_LENGTH = 20  # samples a window needs for its FC to mean something
 READOUT_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # × the kernel's mean eigenvalue
