@@ -29,7 +29,9 @@ MAX_WINDOWS = 32  # enough for stable figures, bounded cost (a validation is ~7 
 FC_TRAIN_WINDOWS = 64  # training windows the FC read-out is fitted on
 FC_COMPONENTS = 10  # principal axes of window-to-window FC that the read-out predicts
 FC_MIN_LENGTH = 20  # samples a window needs for its FC to mean something
-READOUT_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # × the kernel's mean eigenvalue
+# × the kernel's mean eigenvalue; inf: predict the fitting mean (what cross-validation falls back to when the
+# embeddings of a left-out participant lie where the read-out only extrapolates)
+READOUT_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, float("inf"))
 
 
 def rankme(z: np.ndarray, eps: float = 1e-7) -> float:
@@ -203,6 +205,8 @@ def _ridge(z_fit: np.ndarray, y_fit: np.ndarray, z: np.ndarray, penalty: float) 
     """Ridge predictions in kernel form (few windows, wide targets). Features are centred, not standardised: a
     direction along which the fitting windows hardly vary gets a small weight instead of an amplified one (an
     untrained encoder's embeddings barely vary); the penalty is relative to the mean eigenvalue of the kernel."""
+    if penalty == float("inf"):
+        return np.broadcast_to(y_fit.mean(axis=0), (len(z), y_fit.shape[1]))
     mu = z_fit.mean(axis=0)
     a, b = z_fit - mu, z - mu
     K = a @ a.T
