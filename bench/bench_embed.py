@@ -1,10 +1,13 @@
 """Embedding speed: brainfm's encoders vs an eager implementation of the same network, in the same run.
 
-Run ``python bench/bench_embed.py [--models brainlm] [--repeats N]`` (or ``make bench``). For each model it builds
-the published-size encoder with random weights, runs a batch of 8 in float32 on the CPU threads torch uses, and
-prints the median time of brainfm's forward (SDPA attention) and of a reference written here the way the authors'
-code computes it (separate q/k/v projections, explicit softmax attention), the speed-up, the max abs difference of
-their outputs, and the achieved FLOP rate against a large ``torch.matmul`` measured in the same run.
+Run ``python bench/bench_embed.py [--models brainlm] [--rounds N]`` (or ``make bench``). For each model it builds
+the published-size encoder with random weights, runs a batch in float32 on the CPU threads torch uses, and times
+brainfm's forward (SDPA attention, oneDNN linears), a reference written here the way the authors' code computes it
+(separate q/k/v projections, explicit softmax attention, ``F.linear``), a 4096² ``torch.matmul`` (BLAS) and the
+same product through oneDNN with a prepacked weight, in interleaved rounds (bench/_common.py). It prints the
+speed-up (median of per-round ratios), the max abs difference of the outputs, and the achieved FLOP rate as a
+share of each matmul's rate in the same rounds. The speed-up over the eager reference depends on the machine's
+BLAS (MKL here): where BLAS is slower than oneDNN (AMD EPYC) it is larger.
 
 Each model is a *section*: a function returning ``Section(name, ours, reference, flops, batch, tokens)``; register
 new sections in ``SECTIONS``.
@@ -14,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +26,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import PEAK_N, machine_line, matmul, median, ratio, rounds, share_of_peak  # noqa: E402
 
 
 @dataclass
@@ -38,29 +42,14 @@ class Section:
     reference_note: str = ""
 
 
-def median_time(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
-    out = fn()  # warm-up (allocations, kernels)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
-
-
-def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
-    """GFLOP/s of a large float32 matmul: the machine's practical peak for this torch build."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    t, _ = median_time(lambda: a @ b, repeats)
-    return 2 * n ** 3 / t / 1e9
-
-
-def onednn_peak(n: int = 4096, repeats: int = 5) -> float:
-    """GFLOP/s of the same product through oneDNN with a prepacked weight (brainfm's inference path)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def onednn_matmul(n: int = PEAK_N):
+    """The 4096² product through oneDNN with a prepacked weight (brainfm's inference path), or None."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     packed = torch.ops.mkldnn._reorder_linear_weight(b, None)
-    t, _ = median_time(lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], ""), repeats)
-    return 2 * n ** 3 / t / 1e9
+    return lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
 
 
 def vit_flops(batch: int, tokens: int, dim: int, depth: int, mlp_ratio: float) -> float:
@@ -194,26 +183,35 @@ SECTIONS: dict[str, Callable[[int], Section]] = {"brainlm": brainlm_vitmae, "sem
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds after one warm-up (median)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, batch {args.batch}")
-    peak = matmul_peak()
-    dnn = onednn_peak() if torch.backends.mkldnn.is_available() else float("nan")
-    print(f"torch.matmul 4096² (BLAS): {peak:.1f} GFLOP/s; oneDNN 4096² prepacked: {dnn:.1f} GFLOP/s")
+    print(machine_line())
+    print(f"float32, batch {args.batch}; each round times eager, brainfm, a {PEAK_N}² torch.matmul (BLAS) and the "
+          "same product through oneDNN with a prepacked weight")
+    blas, mm_flops = matmul()
+    dnn = onednn_matmul()
     for key in args.models.split(","):
         sec = SECTIONS[key](args.batch)
-        t_ref, ref = median_time(sec.reference, args.repeats)
-        t_ours, out = median_time(sec.ours, args.repeats)
-        diff = (out.float() - ref.float()).abs().max().item()
+        outs = {}
+
+        def keep(name, fn):
+            return lambda: outs.__setitem__(name, fn())
+
+        contenders = {"eager": keep("eager", sec.reference), "brainfm": keep("brainfm", sec.ours), "blas": blas}
+        if dnn is not None:
+            contenders["onednn"] = dnn
+        t = rounds(contenders, args.rounds)
+        diff = (outs["brainfm"].float() - outs["eager"].float()).abs().max().item()
         print(f"\n{sec.name}: {sec.tokens} tokens/sample, {sec.flops / 1e9:.0f} GFLOP per batch")
-        print(f"  eager reference  {t_ref:8.2f} s/batch   {sec.flops / t_ref / 1e9:7.1f} GFLOP/s "
-              f"({sec.flops / t_ref / 1e9 / peak:.0%} of torch.matmul)")
-        print(f"  brainfm          {t_ours:8.2f} s/batch   {sec.flops / t_ours / 1e9:7.1f} GFLOP/s "
-              f"({sec.flops / t_ours / 1e9 / peak:.0%} of torch.matmul, {sec.flops / t_ours / 1e9 / dnn:.0%} of oneDNN)"
-              f"   {sec.batch * sec.tokens / t_ours:,.0f} tokens/s")
-        print(f"  speed-up ×{t_ref / t_ours:.2f} over eager; {t_ours / sec.batch:.2f} s/sample; "
-              f"max |Δ| vs eager {diff:.2e}")
+        for name, label in (("eager", "eager reference"), ("brainfm", "brainfm")):
+            of_dnn = (f", {share_of_peak(sec.flops, t[name], t['onednn'], mm_flops):.0%} of oneDNN"
+                      if "onednn" in t else "")
+            print(f"  {label:16s} {median(t[name]):8.2f} s/batch  "
+                  f"{share_of_peak(sec.flops, t[name], t['blas'], mm_flops):5.0%} of torch.matmul{of_dnn}")
+        dnn_vs_blas = f"; oneDNN/BLAS matmul ×{ratio(t['blas'], t['onednn']):.2f}" if "onednn" in t else ""
+        print(f"  speed-up ×{ratio(t['eager'], t['brainfm']):.2f} over eager (median of {args.rounds} rounds); "
+              f"max |Δ| vs eager {diff:.2e}{dnn_vs_blas}")
         if sec.reference_note:
             print(f"  ({sec.reference_note})")
     return 0

@@ -1,21 +1,23 @@
 """Brain-JEPA embedding speed and memory: brainfm's encoder vs explicit attention, each in its own process.
 
-Run ``python bench/bench_embed_jepa.py [--batch 8] [--ref-batch N] [--repeats N]`` (or ``make bench``). It builds
-the published ViT-B encoder (450 regions × 160 TRs → 4,500 tokens, 768 wide, 12 blocks) with random weights and
-times, in float32 on the CPU threads torch uses:
+Run ``python bench/bench_embed_jepa.py [--batch 1] [--depth 2] [--rounds N]`` (or ``make bench``). It builds
+the published ViT-B encoder (450 regions × 160 TRs → 4,500 tokens, 768 wide) with random weights, at ``--depth``
+of its 12 blocks (default 2: every block costs the same and the peak memory is one block's attention, so the
+ratios hold for 12 while ``make bench`` stays short), and times, in float32 on the CPU threads torch uses:
 
 - ``brainfm``: ``model.encode`` (SDPA attention, oneDNN linears at inference);
 - ``brainfm, BLAS linears``: the same with ``BRAINFM_ONEDNN=0`` (SDPA alone, linears through ``F.linear``);
 - ``explicit``: the same network computed the way the authors' code does it (their ``attn_mode='normal'``:
   ``F.linear`` projections, ``q @ kᵀ``, softmax, ``@ v``: a ``[B, 12, 4500, 4500]`` score matrix per layer).
 
-Each side runs in a separate subprocess so its peak RSS is its own. The explicit reference needs
-``2 × B × 12 × 4500² × 4`` bytes (scores + probabilities, 15.6 GB at batch 8); unless ``--ref-batch`` is
-given it runs at the largest batch ≤ ``--batch`` that fits in 40 % of the available memory, and the report
-says so (times are compared per sample). Both sides see the same input; the max abs difference of their
-tokens on the shared samples is printed, with the FLOP rate against a large ``torch.matmul`` measured in
-this run (and a prepacked oneDNN product). This file follows bench_embed.py (whose helpers it uses); it is separate because each side must
-run in its own process.
+Each side runs in a separate subprocess so its peak RSS is its own, and times its forward in rounds with a
+4096² float32 matmul (bench/_common.py), so each side's FLOP rate is a share of the matmul rate measured beside
+it; the speed-up is printed as measured and as the ratio of those shares (which cancels a load that changed
+between the processes). The explicit reference needs ``2 × B × 12 × 4500² × 4`` bytes (scores + probabilities);
+unless ``--ref-batch`` is given it runs at the largest batch ≤ ``--batch`` that fits in 40 % of the available
+memory, and the report says so (times are compared per sample). Both sides see the same input; the max abs
+difference of their tokens on the shared samples is printed. Half of the forward's FLOPs are attention at this
+length, so this section says how far SDPA is from the matmul rate.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_embed import matmul_peak, median_time, onednn_peak, vit_flops  # noqa: E402
+from _common import machine_line, matmul, median, rounds, share_of_peak  # noqa: E402
+from bench_embed import vit_flops  # noqa: E402
 
 REGIONS, LENGTH, PATCH = 450, 160, 16
 
@@ -70,19 +73,23 @@ def explicit_forward(model, x: torch.Tensor) -> torch.Tensor:
     return model.norm(tokens)
 
 
-def run_part(part: str, batch: int, repeats: int, depth: int | None, out: Path, keep: int) -> None:
-    """Child process: time one side, write its tokens for the first ``keep`` samples and a JSON result line."""
+def run_part(part: str, batch: int, n_rounds: int, depth: int | None, out: Path, keep: int) -> None:
+    """Child process: time one side in rounds with the matmul, write its tokens for the first ``keep`` samples
+    and a JSON result line."""
     model = build(depth)
     x = torch.randn(batch, REGIONS, LENGTH, generator=torch.Generator().manual_seed(1))
+    result = {}
 
     @torch.inference_mode()
     def forward():
-        return model.encode(x)["tokens"] if part == "brainfm" else explicit_forward(model, x)
+        result["tokens"] = model.encode(x)["tokens"] if part == "brainfm" else explicit_forward(model, x)
 
-    seconds, tokens = median_time(forward, repeats)
-    torch.save(tokens[:keep].clone(), out)
+    mm, mm_flops = matmul()
+    t = rounds({"forward": forward, "matmul": mm}, n_rounds)
+    torch.save(result["tokens"][:keep].clone(), out)
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
-    print(json.dumps({"seconds": seconds, "rss_gb": rss_gb, "threads": torch.get_num_threads()}), flush=True)
+    print(json.dumps({"seconds": t["forward"], "matmul": t["matmul"], "matmul_flops": mm_flops, "rss_gb": rss_gb,
+                      "threads": torch.get_num_threads()}), flush=True)
 
 
 def available_gb() -> float:
@@ -103,7 +110,7 @@ def reference_batch(batch: int, heads: int = 12, tokens: int = REGIONS * LENGTH 
 
 def spawn(part: str, batch: int, args, folder: Path, keep: int) -> tuple[dict, torch.Tensor]:
     out = folder / f"{part}.pt"
-    cmd = [sys.executable, __file__, "--part", part, "--batch", str(batch), "--repeats", str(args.repeats),
+    cmd = [sys.executable, __file__, "--part", part, "--batch", str(batch), "--rounds", str(args.rounds),
            "--keep", str(keep), "--out", str(out)] + (["--depth", str(args.depth)] if args.depth else [])
     env = dict(os.environ, BRAINFM_ONEDNN="0") if part == "brainfm-blas" else None
     if env is not None:
@@ -116,29 +123,27 @@ def spawn(part: str, batch: int, args, folder: Path, keep: int) -> tuple[dict, t
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--ref-batch", type=int, default=None, help="batch of the explicit reference (default: "
                         "the largest ≤ --batch that fits in memory)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed forwards after one warm-up (median)")
-    parser.add_argument("--depth", type=int, default=None, help="blocks to run (default 12; fewer for a smoke test)")
+    parser.add_argument("--rounds", type=int, default=1, help="timed rounds after one warm-up (median)")
+    parser.add_argument("--depth", type=int, default=2, help="blocks to run (of 12; the published depth is 12)")
     parser.add_argument("--part", choices=("brainfm", "explicit"), help=argparse.SUPPRESS)
     parser.add_argument("--keep", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:
-        run_part(args.part, args.batch, args.repeats, args.depth, args.out, args.keep)
+        run_part(args.part, args.batch, args.rounds, args.depth, args.out, args.keep)
         return 0
 
     ref_batch = args.ref_batch or reference_batch(args.batch)
-    depth = args.depth or 12
+    depth = args.depth
     tokens = REGIONS * LENGTH // PATCH
     per_sample = vit_flops(1, tokens, 768, depth, 4.0) + 2 * tokens * 768 * PATCH
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32; Brain-JEPA ViT-B encoder "
-          f"({REGIONS} regions × {LENGTH} TRs → {tokens} tokens, {depth} blocks), random weights")
-    peak = matmul_peak()
-    dnn = onednn_peak() if torch.backends.mkldnn.is_available() else float("nan")
-    print(f"torch.matmul 4096² (BLAS): {peak:.1f} GFLOP/s; oneDNN 4096² prepacked: {dnn:.1f} GFLOP/s; "
-          f"{per_sample / 1e9:.0f} GFLOP per sample")
+    print(machine_line())
+    print(f"float32; Brain-JEPA ViT-B encoder ({REGIONS} regions × {LENGTH} TRs → {tokens} tokens, {depth} of its "
+          f"12 blocks), random weights; {per_sample / 1e9:.0f} GFLOP per sample; each side in its own process, timed "
+          "in rounds with a 4096² float32 matmul")
     keep = min(args.batch, ref_batch)
     with tempfile.TemporaryDirectory() as tmp:
         ref, ref_out = spawn("explicit", ref_batch, args, Path(tmp), keep)
@@ -148,15 +153,17 @@ def main() -> int:
     diff_blas = (blas_out - ref_out).abs().max().item()
     rows = [("explicit attention", ref, ref_batch), ("brainfm, BLAS linears", blas, args.batch),
             ("brainfm", ours, args.batch)]
+    share = {}
     for name, r, b in rows:
-        rate = per_sample * b / r["seconds"] / 1e9
-        print(f"  {name:21s} batch {b}: {r['seconds']:8.1f} s/batch  {r['seconds'] / b:7.2f} s/sample  "
-              f"{rate:6.1f} GFLOP/s ({rate / peak:.0%} of matmul, {rate / dnn:.0%} of oneDNN)  "
-              f"peak RSS {r['rss_gb']:.2f} GB")
-    per_ref = ref["seconds"] / ref_batch
-    print(f"  speed-up per sample over explicit attention: ×{per_ref / (ours['seconds'] / args.batch):.2f} "
-          f"(×{per_ref / (blas['seconds'] / args.batch):.2f} from SDPA alone); peak RSS {ours['rss_gb']:.2f} GB "
-          f"vs {ref['rss_gb']:.2f} GB")
+        share[name] = share_of_peak(per_sample * b, r["seconds"], r["matmul"], r["matmul_flops"])
+        per = median(r["seconds"]) / b
+        print(f"  {name:21s} batch {b}: {per:7.2f} s/sample ({per / depth:.2f} s/sample/block)  "
+              f"{share[name]:4.0%} of the matmul rate beside it  peak RSS {r['rss_gb']:.2f} GB")
+    per_ref, per_ours = median(ref["seconds"]) / ref_batch, median(ours["seconds"]) / args.batch
+    print(f"  speed-up per sample over explicit attention: ×{per_ref / per_ours:.2f} as timed, "
+          f"×{share['brainfm'] / share['explicit attention']:.2f} in shares of the matmul rate "
+          f"(SDPA alone: ×{share['brainfm, BLAS linears'] / share['explicit attention']:.2f}); "
+          f"peak RSS ×{ref['rss_gb'] / ours['rss_gb']:.1f} lower ({ours['rss_gb']:.2f} GB vs {ref['rss_gb']:.2f} GB)")
     print(f"  max |Δ| tokens vs explicit (first {keep} sample(s)): {diff:.2e} (BLAS linears {diff_blas:.2e})")
     if args.ref_batch:
         print(f"  (explicit reference at batch {ref_batch}, as asked; per-sample figures compared)")

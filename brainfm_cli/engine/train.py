@@ -288,7 +288,9 @@ class Trainer:
         stop_at = min(total, cfg.max_steps) if state is not None and cfg.max_steps else total
         warmup = int(round(cfg.warmup * total))
         groups = param_groups(objective)
-        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        # foreach: one fused update over all tensors instead of a Python loop of per-parameter copies on the CPU
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                                foreach=True)
         scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
         step = 0
         if state is not None:

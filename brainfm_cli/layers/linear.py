@@ -5,9 +5,9 @@ the throughput of oneDNN on the same shapes. When gradients are off, the input i
 oneDNN is available, ``Linear`` uses a weight prepacked by oneDNN (re-packed if the weight changes) — the same
 float32 arithmetic, a different summation order. Under CPU bfloat16 autocast (``--dtype bfloat16``) it does the
 same with a bfloat16 packed weight and returns bfloat16, as autocast's ``F.linear`` would, without re-casting the
-weight at every forward. ``BRAINFM_ONEDNN=0`` turns it off; training always uses
-``F.linear``, and so do modules marked with :func:`keep_unpacked` (EMA teachers, whose weights change after every
-step: re-packing them each step cost more than the packed product saves).
+weight at every forward. ``BRAINFM_ONEDNN=0`` turns it off. Training always uses ``F.linear``, and so do modules
+marked with :func:`keep_unpacked` (EMA teachers, whose weights change after every step: re-packing them at every
+step cost more than the packed product saved).
 """
 
 from __future__ import annotations
