@@ -445,7 +445,8 @@ def _write_networks(out: Path, table: pd.DataFrame, summary: pd.DataFrame, agree
     rep = HtmlReport(f"brainfm perturb --all-networks ({card.name})")
     rep.paragraph(sidecar["Description"] + ".")
     if agreement is not None:
-        wide = agreement.pivot(index="network", columns="method", values="r").reset_index()
+        wide = agreement.pivot(index="network", columns="method", values="r")
+        wide = wide.loc[[n for n in wide.index if n != "overall"] + ["overall"]].reset_index()  # overall last
         rep.table(wide, caption="Agreement with the simulator's stimulation truth: Pearson r over the regions "
                                 "outside the perturbed network", float_format="{:.3f}")
         overall = agreement[agreement.network == "overall"].set_index("method")["r"]

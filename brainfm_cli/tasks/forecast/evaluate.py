@@ -187,7 +187,8 @@ def _write(out: Path, metrics: pd.DataFrame, sidecar: dict, w: ForecastWindows, 
     rep.paragraph(sidecar["Description"] + f". {sidecar['Windows']} windows of {sidecar['Context']} + "
                   f"{sidecar['Horizon']} samples at TR {card.input.tr:g} s.")
     mean = metrics[metrics.step.astype(str) == "mean"].set_index("method")
-    rep.table(mean.reset_index()[["method", "r2", "pearson_r", "mse", "n_windows"]],
+    words = {"r2": "R²", "pearson_r": "Pearson r", "mse": "MSE", "n_windows": "windows"}
+    rep.table(mean.reset_index()[["method", *words]].rename(columns=words),
               caption="Averaged over the horizon (BrainLM's Table 3 reports this)", float_format="{:.3f}")
     if "model" in mean.index:
         rivals = mean.drop(index="model")
@@ -223,7 +224,9 @@ def _write(out: Path, metrics: pd.DataFrame, sidecar: dict, w: ForecastWindows, 
     ax.legend(frameon=False, ncol=4, fontsize=8)
     rep.figure(fig, caption=f"The first window, region {card.input.regions[r] if card.input.regions else r}: the end "
                             "of the context, the truth and each forecast.")
-    rep.table(metrics, caption="Every method at every horizon step", float_format="{:.4g}")
+    wide = steps.pivot(index="step", columns="method", values="r2")[list(forecasts)].reset_index()
+    rep.table(wide, caption="R² of every method at every horizon step (metrics.tsv also has Pearson r and MSE)",
+              float_format="{:.3f}")
     out.mkdir(parents=True, exist_ok=True)
     with atomic_group([out / "metrics.tsv", out / "metrics.json", out / "report.html"]) as (tsv, js, html):
         tsv.write_text(tsv_text(metrics, float_format="%.6g"), encoding="utf-8")
