@@ -154,17 +154,9 @@ class Trainer:
             card = objective.model.card  # a family may complete its input space when built (SC-MBM: the voxel set)
             cfg = cfg.with_recipe(objective.recipe)
             self.config = cfg
-            if cfg.forecast:  # (context, future) pairs whose contexts never see their future
-                C, H = int(cfg.forecast["context"]), int(cfg.forecast["horizon"])
-
-                def read(inputs):
-                    return load_forecast_pairs(list(inputs), card, C, H, max(1, H // 2), tr=cfg.tr, missing=cfg.missing)
-            else:
-                def read(inputs):
-                    return load_corpus(list(inputs), card, objective.sample_length, tr=cfg.tr, missing=cfg.missing)
-            corpus = read(cfg.corpus)
+            corpus = self._read(cfg.corpus, card, objective)
             if cfg.val:
-                val = read(cfg.val)
+                val = self._read(cfg.val, card, objective)
             else:
                 corpus, val = split_by_participant(corpus, cfg.val_fraction, cfg.seed)
             if cfg.crops_per_run is None:
@@ -183,6 +175,15 @@ class Trainer:
             return self._loop(objective, corpus, card, device, dtype, dist, state, validator)
         finally:
             shutdown(dist)
+
+    def _read(self, inputs, card, objective):
+        """A corpus prepared for ``card``: crops of the objective's length, or for forecasting (context, future)
+        pairs whose contexts never see their future."""
+        cfg = self.config
+        if cfg.forecast:
+            C, H = int(cfg.forecast["context"]), int(cfg.forecast["horizon"])
+            return load_forecast_pairs(list(inputs), card, C, H, max(1, H // 2), tr=cfg.tr, missing=cfg.missing)
+        return load_corpus(list(inputs), card, objective.sample_length, tr=cfg.tr, missing=cfg.missing)
 
     def _forecasting(self):
         """The forecasting objective around the model to fine-tune: its trained weights (the card's, or
