@@ -130,15 +130,11 @@ def reconstruct(inputs: list[str], output: str | Path, opts: ReconstructOptions,
             progress(done, total)
         filled = {m: [None] * len(scored) for m in METHODS}
         chosen = []
+        shared = _fit_ridge(model, fitting, ratio, opts.seed) if fitting is not None else None  # --train: once
         for sub, idx in groups.items():
-            fit = fitting if fitting is not None else \
-                scored.take([i for i in range(len(scored)) if scored.participants[i] != sub])
-            fit_groups = list(_groups(fit).values())
-            fit_masks = _masks(model, fit, ratio, opts.seed, 1)
-            penalty = choose_penalty([[fit.x[i] for i in g] for g in fit_groups],
-                                     [[fit_masks[i][1] | _absent_values(fit, i) for i in g] for g in fit_groups])
+            penalty, ridge = shared or _fit_ridge(
+                model, scored.take([i for i in range(len(scored)) if scored.participants[i] != sub]), ratio, opts.seed)
             chosen.append(penalty)
-            ridge = RidgeFromVisible(list(fit.x), penalty)
             for i in idx:
                 x, hidden = scored.x[i], masks[i][1]
                 unseen = hidden | _absent_values(scored, i)  # regions without data are no baseline's input
@@ -179,6 +175,15 @@ def reconstruct(inputs: list[str], output: str | Path, opts: ReconstructOptions,
     }
     _write(out, metrics, sidecar, traces, card)
     return metrics
+
+
+def _fit_ridge(model, fit: Windows, ratio: float, seed: int) -> tuple[float, RidgeFromVisible]:
+    """The ridge baseline's penalty (chosen on ``fit`` alone, with training-style masks) and its fit."""
+    fit_groups = list(_groups(fit).values())
+    fit_masks = _masks(model, fit, ratio, seed, 1)
+    penalty = choose_penalty([[fit.x[i] for i in g] for g in fit_groups],
+                             [[fit_masks[i][1] | _absent_values(fit, i) for i in g] for g in fit_groups])
+    return penalty, RidgeFromVisible(list(fit.x), penalty)
 
 
 def _groups(w: Windows) -> dict[str, list[int]]:
