@@ -5,7 +5,8 @@
 # With FORECAST_STEPS=N, each fold's BrainLM is also fine-tuned to forecast (context 180, horizon 20) and scored by
 # 'brainfm forecast evaluate' beside the baselines and the same recipe without pretraining.
 # Usage: bash examples/evaluate_real_data.sh DATA_DIR OUT_DIR [family ...]   (families: brainlm, brainlm-vitmae-111m, sc-mbm)
-# Environment: ATLAS (default aal), STEPS (pretraining steps per family, e.g. STEPS_brainlm=400), THREADS (1).
+# Environment: ATLAS (default aal), STEPS (pretraining steps per family, e.g. STEPS_brainlm=400), THREADS (1),
+# FOLDS (the held-out participants to run; default all).
 set -euo pipefail
 DATA=${1:?data folder (one sub-* folder per participant)}
 OUT=${2:?output folder}
@@ -16,7 +17,7 @@ ATLAS=${ATLAS:-aal}
 export OMP_NUM_THREADS=${THREADS:-1}
 mkdir -p "$OUT"
 subjects=$(cd "$DATA" && ls -d sub-* | sort)
-for held in $subjects; do
+for held in ${FOLDS:-$subjects}; do  # FOLDS: the held-out participants to run (several processes can share a machine)
     fold=$OUT/folds/$held
     if [[ ! -d $fold ]]; then  # copies: recursive discovery does not follow links
         mkdir -p "$fold/train" "$fold/test"
@@ -27,10 +28,11 @@ for held in $subjects; do
         steps=${!steps_var:-${STEPS:-400}}
         run=$OUT/runs/$family/$held
         if [[ ! -f $run/model.yaml ]]; then
-            rm -rf "$run"
+            resume=()  # a run killed part-way continues from its last checkpoint
+            if [[ -f $run/checkpoints/last.pt ]]; then resume=(--resume); else rm -rf "$run"; fi
             start=$(date +%s)
             brainfm pretrain "$fold/train" --model "$family" --atlas "$ATLAS" --size small -o "$run" \
-                --max-steps "$steps" --val "$fold/test" --seed 0 --quiet
+                --max-steps "$steps" --val "$fold/test" --seed 0 --quiet "${resume[@]}"
             echo "$family $held: trained in $(( $(date +%s) - start )) s"
         fi
         brainfm reconstruct "$fold/test" --model "$run/model.yaml" --train "$fold/train" \
@@ -38,9 +40,10 @@ for held in $subjects; do
         if [[ $family == brainlm && -n ${FORECAST_STEPS:-} ]]; then  # forecasting: fine-tune, then the baselines
             fc=$OUT/runs/forecast/$held
             if [[ ! -f $fc/model.yaml ]]; then
-                rm -rf "$fc"
+                resume=()
+                if [[ -f $fc/checkpoints/last.pt ]]; then resume=(--resume); else rm -rf "$fc"; fi
                 brainfm forecast fit "$fold/train" --model "$run/model.yaml" --context 180 --horizon 20 -o "$fc" \
-                    --max-steps "$FORECAST_STEPS" --val "$fold/test" --seed 0 --quiet
+                    --max-steps "$FORECAST_STEPS" --val "$fold/test" --val-every 50 --seed 0 --quiet "${resume[@]}"
             fi
             brainfm forecast evaluate "$fc" "$fold/test" -o "$fc/evaluate" --untrained-baseline --overwrite \
                 --quiet > /dev/null

@@ -85,9 +85,9 @@ for family in "${families[@]}"; do
     case $family in
         brainlm) train brainlm-sim brainlm "${STEPS_BRAINLM:-600}" --size tiny --batch-size 8 ;;
         semantoks) train semantoks-sim semantoks "${STEPS_SEMANTOKS:-600}" --size tiny --batch-size 16 ;;
-        brain-jepa) train brain-jepa-sim brain-jepa "${STEPS_JEPA:-600}" --size tiny --batch-size 8 \
+        brain-jepa) train brain-jepa-sim brain-jepa "${STEPS_JEPA:-400}" --size tiny --batch-size 8 \
             --arch patch_init_std=0.25 ;;
-        sc-mbm) train sc-mbm-sim sc-mbm "${STEPS_SCMBM:-1000}" --size tiny --batch-size 32 ;;
+        sc-mbm) train sc-mbm-sim sc-mbm "${STEPS_SCMBM:-1500}" --size tiny --batch-size 32 --lr 1.5e-3 ;;
         *) echo "unknown family $family" >&2; exit 2 ;;
     esac
 done
