@@ -13,12 +13,13 @@ MODELS=(brainlm-sim semantoks-sim brain-jepa-sim sc-mbm-sim)
 
 section() { printf '\n== %s ==\n' "$*"; }
 
-section "1. Simulate 30 participants x 5 min of BOLD (MNI space, 6 mm grid) with known ground truth"
-if [[ -f $BIDS/derivatives/simulation/simulation.json ]]; then  # written last: the simulation is complete
+# 6-minute runs: brain-jepa-sim reads 160-TR windows (5 min 20 s at TR 2 s)
+section "1. Simulate 30 participants x 6 min of BOLD (MNI space, 6 mm grid) with known ground truth"
+if grep -qs '"NumberOfVolumes": 180' "$BIDS/derivatives/simulation/simulation.json"; then  # written last: complete
     echo "using the simulation already in $BIDS (delete that folder to simulate again)"
 else
     rm -rf "$BIDS"  # an interrupted earlier attempt
-    brainfm simulate -o "$BIDS" --space mni --voxel-size 6 --participants 30 --duration 300 --tr 2 --seed "$SEED"
+    brainfm simulate -o "$BIDS" --space mni --voxel-size 6 --participants 30 --duration 360 --tr 2 --seed "$SEED"
 fi
 
 section "2. Parcellate the images into region time series (Seitzman-300)"
@@ -38,7 +39,7 @@ train=("$DERIV"/sub-0[1-9] "$DERIV"/sub-1[0-9] "$DERIV"/sub-2[0-4])
 test=("$DERIV"/sub-2[5-9] "$DERIV"/sub-30)
 rm -rf "$OUT/forecast-run"
 brainfm forecast fit "${train[@]}" --model brainlm-sim --context 180 --horizon 20 -o "$OUT/forecast-run" \
-    --max-steps 120 --batch-size 8 --seed "$SEED" --quiet
+    --max-steps 120 --batch-size 8 --val-every 60 --seed "$SEED" --quiet
 brainfm forecast evaluate "$OUT/forecast-run" "${test[@]}" -o "$OUT/forecast" --seed "$SEED" --overwrite --quiet
 
 section "6. Perturb each network in turn: does the forecaster know how stimulation spreads (simulator's truth)?"

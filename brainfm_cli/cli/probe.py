@@ -69,6 +69,7 @@ def _print_summary(result, output) -> None:
     from rich.table import Table
 
     from brainfm_cli.tasks.probe import scores_table, verdicts
+    from brainfm_cli.tasks.probe.figures import clip_range
 
     s = result.setup
     scores = scores_table(result)  # the report's table, word for word
@@ -81,8 +82,8 @@ def _print_summary(result, output) -> None:
     console.print(table)
     clipped = result.metrics["ci_high"].eq(1.0).any() or result.metrics["ci_low"].eq(-1.0).any()
     if clipped:
-        stderr.print("note: intervals are clipped to the metric's range (R² and r at most 1); one that reaches it "
-                     "is wide, usually for few participants", markup=False)
+        stderr.print(f"note: intervals are clipped to the metric's range ({clip_range(s.task)}); one that reaches "
+                     "it is wide, usually for few participants", markup=False)
     for line in verdicts(result)[len(result.models):]:
         console.print(line)
     for note in result.notes:

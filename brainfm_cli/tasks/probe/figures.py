@@ -15,6 +15,11 @@ SCORE_NUMBERS = ("mean", "95 % CI", "permutation p")
 COMPARISON_NUMBERS = ("difference", "95 % CI", "p", "Holm p")
 
 
+
+def clip_range(task: str) -> str:
+    """The ranges the task's intervals are clipped to, in words."""
+    return "R² and r at most 1" if task == "regression" else "every score between 0 and 1"
+
 def _number(value: float, fmt: str) -> str:
     return "n/a" if value != value else format(value, fmt)
 
@@ -156,8 +161,8 @@ def build_report(result: ProbeResult):
         rep.note(note)
     rep.heading("Scores")
     rep.table(scores_table(result), numeric=SCORE_NUMBERS,
-              caption="mean over repeats, 95 % corrected repeated-CV interval (clipped to the metric's range: R² and "
-                      "r at most 1), permutation p")
+              caption=f"mean over repeats, 95 % corrected repeated-CV interval (clipped to the metric's range: "
+                      f"{clip_range(result.setup.task)}), permutation p")
     chance = "dashed: chance level (R² 0, r 0; MAE has none)" if result.setup.task == "regression" else \
         "dashed: chance level (AUC 0.5, balanced accuracy 1 / classes)"
     rep.figure(_comparison_figure(result), caption=f"mean and 95 % interval (clipped to the metric's range); {chance}")
