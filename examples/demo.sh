@@ -39,7 +39,7 @@ train=("$DERIV"/sub-0[1-9] "$DERIV"/sub-1[0-9] "$DERIV"/sub-2[0-4])
 test=("$DERIV"/sub-2[5-9] "$DERIV"/sub-30)
 rm -rf "$OUT/forecast-run"
 brainfm forecast fit "${train[@]}" --model brainlm-sim --context 180 --horizon 20 -o "$OUT/forecast-run" \
-    --max-steps 120 --batch-size 8 --val-every 60 --seed "$SEED" --quiet
+    --max-steps 40 --batch-size 8 --val-every 20 --seed "$SEED" --quiet
 brainfm forecast evaluate "$OUT/forecast-run" "${test[@]}" -o "$OUT/forecast" --seed "$SEED" --overwrite --quiet
 
 section "6. Perturb each network in turn: does the forecaster know how stimulation spreads (simulator's truth)?"
