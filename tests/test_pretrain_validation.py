@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from brainfm_cli.engine import validate
 from brainfm_cli.engine.validate import collapse_warning, embedding_spread, rankme, readout_r2
 from conftest import TINY, run_cli
 from test_reconstruct import low_rank_corpus
@@ -45,6 +46,18 @@ def test_the_fc_readout_tells_an_embedding_that_carries_fc_from_one_that_does_no
     good = readout_r2(carries[:n], fc[:n], groups, carries[n:], fc[n:])
     bad = readout_r2(blind[:n], fc[:n], groups, blind[n:], fc[n:])
     assert good > 0.7 and bad < 0.05
+
+
+def test_the_fc_readout_predicts_the_mean_where_held_out_embeddings_lie_far_from_the_fitted_ones(monkeypatch):
+    rng = np.random.default_rng(0)
+    z_fit, y_fit = rng.standard_normal((60, 8)), rng.standard_normal((60, 10))
+    groups = [f"sub-{i % 4}" for i in range(60)]
+    z, y = 30 * rng.standard_normal((20, 8)), rng.standard_normal((20, 10))  # nothing to read, far away
+    np.testing.assert_array_equal(validate._ridge(z_fit, y_fit, z, float("inf")),
+                                  np.tile(y_fit.mean(axis=0), (20, 1)))
+    assert readout_r2(z_fit, y_fit, groups, z, y) == 0.0  # the fitting mean, as cross-validation chose
+    monkeypatch.setattr(validate, "READOUT_PENALTIES", validate.READOUT_PENALTIES[:6])  # up to 100 only
+    assert readout_r2(z_fit, y_fit, groups, z, y) < -0.2  # extrapolation is punished: why the grid goes to inf
 
 
 def test_a_validation_split_reports_reconstruction_r2_and_the_plan(tmp_path, corpus):

@@ -332,6 +332,7 @@ def test_cli_embeddings_against_fc_baseline_classification(tmp_path):
     assert "R11" in out.stderr  # the dropped region is said out loud
     html = (rep / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3  # comparison + one confusion matrix per model
+    assert "every score between 0 and 1" in html and "R² and r at most 1" not in html  # the task's own range
     assert "http://" not in html and "https://" not in html and "<script" not in html
     assert "R11" in html and ("within noise of" in html or "than fc" in html)
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from brainfm_cli.data.reconstruction import RidgeFromVisible, choose_penalty, interpolate, r2_and_mse
+from brainfm_cli.data.reconstruction import PENALTIES, RidgeFromVisible, choose_penalty, interpolate, r2_and_mse
 from conftest import TINY, run_cli, seitzman_labels, write_timeseries_tsv
 
 
@@ -105,3 +105,29 @@ def test_models_without_a_value_decoder_are_refused_with_the_command_that_fits(t
     assert not (tmp_path / "r").exists()
     bad = run_cli("reconstruct", corpus, "--model", "brainlm", "-o", tmp_path / "r", "--mask-ratio", "1.5")
     assert bad.returncode == 1 and "strictly between 0 and 1" in bad.stderr
+
+
+def test_the_ridge_penalty_is_chosen_leave_one_participant_out_and_bounded_on_large_corpora(monkeypatch):
+    rng = np.random.default_rng(4)
+    mix = rng.standard_normal((3, 12))
+    groups = [[(rng.standard_normal((40, 3)) @ mix + s * rng.standard_normal((40, 12))).T for _ in range(3)]
+              for s in (0.3, 0.5, 1.0, 1.5)]
+    masks = [[rng.random((12, 40)) < 0.4 for _ in g] for g in groups]
+
+    def brute_force():  # leave one participant out, every window scored, written independently
+        errors = []
+        for penalty in PENALTIES:
+            err = 0.0
+            for g in range(len(groups)):
+                model = RidgeFromVisible([w for h, ws in enumerate(groups) if h != g for w in ws], penalty)
+                err += sum(float(((model.predict(w, m) - w)[m] ** 2).sum()) for w, m in zip(groups[g], masks[g]))
+            errors.append(err)
+        return float(PENALTIES[int(np.argmin(errors))])
+
+    assert choose_penalty(groups, masks) == brute_force()
+    calls = []
+    original = RidgeFromVisible.predict
+    monkeypatch.setattr(RidgeFromVisible, "predict", lambda self, w, m: calls.append(1) or original(self, w, m))
+    many = [g * 20 for g in groups] * 3  # 12 participants of 60 windows
+    choose_penalty(many, [m * 20 for m in masks] * 3, folds=5, per_fold=7)
+    assert len(calls) == 5 * 7 * len(PENALTIES)  # 5 folds of whole participants, 7 windows scored in each

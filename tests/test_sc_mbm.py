@@ -379,3 +379,12 @@ def test_voxels_command_pretrain_and_embed(tmp_path, voxel_setup):
                   "--aggregate", "mean")
     assert emb.returncode == 0, emb.stderr
     assert len(emb.stdout.splitlines()) == 2
+
+
+def test_a_model_trained_from_scratch_starts_by_predicting_the_mean():
+    from brainfm_cli.models import load
+
+    model = load("sc-mbm", pretrained=False, architecture=TINY["sc-mbm"])
+    assert torch.count_nonzero(model.decoder_pred.weight) == 0  # a random head's noise made it collapse (R² −1.6)
+    trained = load("sc-mbm-sim")
+    assert torch.count_nonzero(trained.decoder_pred.weight) > 0  # weights replace the initialisation

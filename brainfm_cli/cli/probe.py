@@ -69,7 +69,7 @@ def _print_summary(result, output) -> None:
     from rich.table import Table
 
     from brainfm_cli.tasks.probe import scores_table, verdicts
-    from brainfm_cli.tasks.probe.figures import clip_range
+    from brainfm_cli.tasks.probe.figures import clip_range, clipped
 
     s = result.setup
     scores = scores_table(result)  # the report's table, word for word
@@ -80,8 +80,7 @@ def _print_summary(result, output) -> None:
         table.add_row(*row)
     console = Console(highlight=False, markup=False)
     console.print(table)
-    clipped = result.metrics["ci_high"].eq(1.0).any() or result.metrics["ci_low"].eq(-1.0).any()
-    if clipped:
+    if clipped(result.metrics):
         stderr.print(f"note: intervals are clipped to the metric's range ({clip_range(s.task)}); one that reaches "
                      "it is wide, usually for few participants", markup=False)
     for line in verdicts(result)[len(result.models):]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from brainfm_cli.tasks.probe.constants import DROP_REASONS, METHOD
+from brainfm_cli.tasks.probe.constants import DROP_REASONS, METHOD, METRIC_RANGE
 from brainfm_cli.tasks.probe.cv import ModelResult, ProbeResult, protocol
 
 METRIC_LABEL = {"r2": "R²", "mae": "MAE", "pearson_r": "Pearson r", "balanced_accuracy": "balanced accuracy",
@@ -15,10 +15,15 @@ SCORE_NUMBERS = ("mean", "95 % CI", "permutation p")
 COMPARISON_NUMBERS = ("difference", "95 % CI", "p", "Holm p")
 
 
-
 def clip_range(task: str) -> str:
     """The ranges the task's intervals are clipped to, in words."""
     return "R² and r at most 1" if task == "regression" else "every score between 0 and 1"
+
+
+def clipped(metrics) -> bool:
+    """Whether any interval of ``metrics`` (the metrics table) was clipped to its metric's range."""
+    bounds = metrics.metric.map(METRIC_RANGE)
+    return bool((metrics.ci_high == bounds.str[1]).any() or (metrics.ci_low == bounds.str[0]).any())
 
 def _number(value: float, fmt: str) -> str:
     return "n/a" if value != value else format(value, fmt)
