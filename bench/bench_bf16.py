@@ -7,7 +7,10 @@ the card's shape) in float32 and under bfloat16 autocast (what ``--dtype bfloat1
 - the minimum over embedding rows (the default pooling, one row per sample, as ``embed`` writes them) of the
   cosine between the two, and the same over every token;
 - the time of each, timed in interleaved rounds with a 4096² matmul in float32 and in bfloat16, and the
-  bfloat16 speed-up (median of per-round ratios), with each side's share of its own dtype's matmul rate.
+  bfloat16 speed-up (median of per-round ratios), with each side's share of its own dtype's matmul rate;
+- the ceiling of that speed-up: the share ``m`` of the float32 forward spent in matrix products (linears,
+  convolutions, ``mm``/``bmm``; torch.profiler) is all that bfloat16 speeds up, by at most the matmul's speed-up
+  ``s``, so the forward gains at most ``1 / (1 − m + m / s)`` (attention and elementwise work gain nothing here).
 
 The last lines are the ``BF16_AGREEMENT`` entries for ``brainfm_cli/device.py`` (what ``--dtype auto`` reads).
 On a CPU without native bfloat16 (AVX512_BF16 or AMX) the figures are printed all the same, marked as emulated.
@@ -106,6 +109,22 @@ def row_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a.double().flatten(0, -2), b.double().flatten(0, -2), dim=-1)
 
 
+MATMUL_OPS = ("mm", "linear", "convolution", "matmul")
+
+
+def matmul_share(run) -> float:
+    """The share of ``run``'s self CPU time in matrix-product operators (linears, convolutions, mm/bmm/addmm)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = [e for e in prof.key_averages() if e.key.startswith(("aten::", "mkldnn::"))]
+    total = sum(e.self_cpu_time_total for e in events)
+    products = sum(e.self_cpu_time_total for e in events
+                   if any(op in e.key.split("::")[-1] for op in MATMUL_OPS) and "scaled_dot" not in e.key)
+    return products / total if total else 0.0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--designs", default=",".join(DESIGNS), help=f"comma-separated: {', '.join(DESIGNS)}")
@@ -147,9 +166,11 @@ def main() -> int:
               + (f"   {share_of_peak(flops, t['bfloat16'], t['matmul bfloat16'], mm_flops):4.0%} of the "
                  "bfloat16 matmul" if flops else ""))
         mm_speedup = ratio(t["matmul float32"], t["matmul bfloat16"])
+        share = matmul_share(forward(torch.float32))
         print(f"  bfloat16 speed-up ×{speedup:.2f} (matmul: ×{mm_speedup:.2f}); "
               f"min cosine per row {rows.min().item():.5f}, per token {tokens.min().item():.5f}   "
               f"{'passes' if rows.min().item() >= BF16_MIN_COSINE else 'FAILS'} the agreement check")
+        print(f"  matrix products are {share:.0%} of the float32 forward: ceiling ×{1 / (1 - share + share / mm_speedup):.2f}")
         entries.append((key, rows.min().item(), speedup))
         del model, outputs
     today = datetime.date.today().isoformat()

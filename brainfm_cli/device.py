@@ -67,6 +67,10 @@ BF16_AGREEMENT: dict[str, dict] = {  # `make bench` (bench_bf16.py), 2026-12-06,
     "sc_mbm": {"min_cosine": 0.99999, "speedup": 1.78, "date": "2026-12-06", "cpu": "AMD EPYC"},
 }
 
+# bfloat16 pretraining against float32, from bench/bench_pretrain.py (×bf16: step-time ratio, the lowest and
+# highest over the five families' tiny and small sizes) and bench/bench_bf16_training.py (loss curves).
+BF16_PRETRAINING = {"speedup": (0.65, 1.18), "date": "2026-12-06", "cpu": "AMD EPYC"}
+
 _NATIVE_BF16 = ("amx_bf16", "avx512_bf16")  # instruction sets with bfloat16 arithmetic (oneDNN uses them)
 _CPUINFO = Path("/proc/cpuinfo")
 
@@ -98,10 +102,11 @@ def cpu_bf16_native() -> str | None:
     return next((isa for isa in _NATIVE_BF16 if flags.get(isa)), None)
 
 
-def choose_dtype(spec: str, device: torch.device, design: str | None = None) -> tuple[torch.dtype, str]:
+def choose_dtype(spec: str, device: torch.device, design: str | None = None,
+                 task: str = "embed") -> tuple[torch.dtype, str]:
     """The compute dtype for ``--dtype spec`` on ``device``, and why. ``auto`` is bfloat16 on GPUs that support
-    it, float16 on other GPUs; on the CPU, bfloat16 only with native support and a ``design`` (the model's
-    ``architecture.name``, given by ``embed``) whose agreement with float32 was measured, else float32."""
+    it, float16 on other GPUs; on the CPU, bfloat16 only with native support, to embed (``task``) with a
+    ``design`` (the model's ``architecture.name``) whose agreement with float32 was measured, else float32."""
     spec = str(spec).lower()
     if spec == "auto":
         if device.type == "cuda":
@@ -110,7 +115,7 @@ def choose_dtype(spec: str, device: torch.device, design: str | None = None) -> 
             return torch.float16, "float16: auto on a CUDA GPU without bfloat16"
         if device.type == "mps":
             return torch.float16, "float16: auto on Apple MPS"
-        return _cpu_auto(design)
+        return _cpu_auto(design, task)
     if spec not in DTYPES:
         raise BrainfmError(f"unknown dtype '{spec}'", fix=f"use auto or one of {', '.join(DTYPES)}")
     dtype = DTYPES[spec]
@@ -119,12 +124,18 @@ def choose_dtype(spec: str, device: torch.device, design: str | None = None) -> 
     return dtype, f"{spec}: asked for (--dtype {spec})"
 
 
-def _cpu_auto(design: str | None) -> tuple[torch.dtype, str]:
+def _cpu_auto(design: str | None, task: str = "embed") -> tuple[torch.dtype, str]:
     isa = cpu_bf16_native()
     if isa is None:
         return torch.float32, "float32: this CPU has no native bfloat16 (AVX512_BF16 or AMX)"
     if os.environ.get("BRAINFM_CPU_BF16", "1").lower() in ("0", "false", "no"):
         return torch.float32, f"float32: the CPU has native bfloat16 ({isa}), but BRAINFM_CPU_BF16=0 turns it off"
+    if task == "pretrain":
+        t = BF16_PRETRAINING
+        return torch.float32, (f"float32: the CPU has native bfloat16 ({isa}), but bfloat16 pretraining steps ran at "
+                               f"×{t['speedup'][0]:.2f}–{t['speedup'][1]:.2f} of float32's speed at the tiny and "
+                               f"small sizes (measured {t['date']} on {t['cpu']}); --dtype bfloat16 opts in (its "
+                               "loss curves stay within float32's run-to-run noise)")
     if design is None:
         return torch.float32, (f"float32: the CPU has native bfloat16 ({isa}), but auto uses it only to embed "
                                "with a model whose bfloat16 embeddings were checked against float32")

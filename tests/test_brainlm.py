@@ -225,3 +225,46 @@ def test_vitmae_design_trains_on_another_atlas_and_is_scored(tmp_path):
     rec = run_cli("reconstruct", corpus, "--model", tmp_path / "run" / "model.yaml", "-o", tmp_path / "rec",
                   "--mask-ratio", "0.5", "-q")
     assert rec.returncode == 0, rec.stderr
+
+
+@pytest.mark.parametrize("design", ["brainlm", "brainlm-vitmae-111m"])
+def test_decoder_reads_only_visible_keys_and_matches_the_full_masked_decoder(design):
+    """The same_time decoder attends over CLS and the visible tokens only; its predictions equal a decoder with
+    the full ``[1 + N, 1 + N]`` mask (visible keys; a hidden query reads its own time patch, or its own region's
+    history when its time shows nothing), for random and future masks."""
+    from brainfm_cli.models import build, get_card
+
+    torch.manual_seed(0)
+    card = get_card(design).with_architecture(**TINY["brainlm"], decoder_attention="same_time")
+    space = {"coords": np.random.default_rng(0).normal(0, 50, (card.input.n_regions, 3))} \
+        if design != "brainlm" else {}
+    model = build(card, **space).eval()
+    with torch.no_grad():  # the head starts at zero (predicting the mean): make every prediction depend on attention
+        for p in model.decoder_pred.parameters():
+            p.normal_(0, 0.5)
+    n = model.decoder_pos_embed.shape[1] - 1 if hasattr(model, "decoder_pos_embed") else 3000
+    times, rows = model.token_times(n), model.token_rows(n)
+    P = int(times.max()) + 1
+    for tm in (random_mask(2, n, 0.75, torch.Generator().manual_seed(1)), future_mask(2, n // P, P, 2)):
+        keep = tm.keep
+        latent = torch.randn(2, 1 + keep.shape[1], model.decoder_embed.in_features)
+        seen = torch.zeros(2, 1 + n, dtype=torch.bool)
+        seen[:, 0] = True
+        seen.scatter_(1, keep + 1, True)
+        t = torch.cat([torch.tensor([-1]), times])
+        r = torch.cat([torch.tensor([-1]), rows])
+        full = seen[:, None, :] & ((t[:, None] == t[None])[None] | seen[:, :, None])
+        lonely = ~full[:, :, 1:].any(-1)
+        full |= lonely[:, :, None] & (r[:, None] == r[None])[None] & seen[:, None, :]
+        full[:, :, 0] = True
+        keys, mask = model.decoder_reads(keep, n, "cpu")
+        assert keys.shape == (2, 1 + keep.shape[1])
+        with torch.no_grad():
+            listed = model.forward_head(latent, keep, n)
+            model.decoder_reads = lambda *a: (None, full[:, None])
+            try:
+                reference = model.forward_head(latent, keep, n)
+            finally:
+                del model.decoder_reads
+        assert listed.abs().mean() > 0.1
+        torch.testing.assert_close(listed, reference, atol=1e-5, rtol=1e-5)

@@ -78,6 +78,25 @@ def test_auto_picks_bfloat16_only_for_designs_that_passed_the_agreement_check(cp
     assert dtype is torch.float32 and "BRAINFM_CPU_BF16=0" in reason
 
 
+def test_pretraining_auto_stays_float32_on_native_cpus_and_the_card_says_why(cpu, tmp_path):
+    import yaml
+
+    from conftest import TINY, make_region_corpus, run_cli
+
+    cpu(["avx512f", "avx512_bf16"])
+    dtype, reason = choose_dtype("auto", CPU, "brainlm", task="pretrain")
+    assert dtype is torch.float32 and "bfloat16 pretraining steps ran at" in reason and "--dtype bfloat16" in reason
+    corpus = make_region_corpus(tmp_path / "c", n_subjects=2, n_vols=220)
+    arch = [f"--arch={k}={v}" for k, v in TINY["brainlm"].items()]
+    for spec, want in (("auto", "float32"), ("bfloat16", "bfloat16")):
+        out = run_cli("pretrain", corpus, "--model", "brainlm", "-o", tmp_path / spec, *arch, "--max-steps", "2",
+                      "--batch-size", "2", "--val-fraction", "0", "--crops-per-run", "1", "--dtype", spec, "-q")
+        assert out.returncode == 0, out.stderr
+        precision = yaml.safe_load((tmp_path / spec / "model.yaml").read_text())["training"]["precision"]
+        assert precision["dtype"] == want
+        assert precision["reason"] == (reason if spec == "auto" else "bfloat16: asked for (--dtype bfloat16)")
+
+
 def test_explicit_dtypes_are_kept_and_say_so(cpu):
     cpu(["avx2"])
     assert choose_dtype("bfloat16", CPU) == (torch.bfloat16, "bfloat16: asked for (--dtype bfloat16)")

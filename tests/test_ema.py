@@ -16,6 +16,7 @@ def _semantoks_objective():
 
 
 def test_the_update_is_bitwise_the_per_tensor_formula():
+    """``m·k + (1 − m)·q`` as ``k + (1 − m)·(q − k)``, one pass per tensor."""
     from brainfm_cli.engine.ema import momentum, update_teachers
 
     obj = _semantoks_objective()
@@ -28,7 +29,7 @@ def test_the_update_is_bitwise_the_per_tensor_formula():
     want = {}
     for teacher, student in obj.teachers.items():
         pairs = zip(getattr(obj, teacher).parameters(), getattr(obj, student).parameters())
-        want[teacher] = [k.detach().clone().mul_(m).add_(q.detach(), alpha=1.0 - m) for k, q in pairs]
+        want[teacher] = [torch.lerp(k.detach(), q.detach(), 1.0 - m) for k, q in pairs]
     assert update_teachers(obj, 7, 100)["ema_momentum"] == m
     for teacher, expected in want.items():
         got = list(getattr(obj, teacher).parameters())

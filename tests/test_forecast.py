@@ -138,7 +138,10 @@ def test_future_tokens_read_their_own_regions_history_in_the_same_time_decoder()
     from brainfm_cli.masking.random import future_mask
 
     tm = future_mask(1, 300, 10, 1)
-    allowed = model.decoder_attention_mask(tm.keep, 3000, "cpu")[0, 0]  # [1 + N, 1 + N]
+    keys, mask = model.decoder_reads(tm.keep, 3000, "cpu")  # [B, 1 + K] and [B, 1, 1 + N, 1 + K]
+    assert keys.shape == (1, 1 + 300 * 9)
+    allowed = torch.zeros(1 + 3000, 1 + 3000, dtype=torch.bool).index_put_(
+        (torch.arange(1 + 3000)[:, None], keys[0][None, :]), mask[0, 0])  # over all tokens
     future_of_region_4 = 1 + 4 * 10 + 9
     reads = torch.nonzero(allowed[future_of_region_4]).flatten().tolist()
     assert reads == [0] + [1 + 4 * 10 + t for t in range(9)]  # CLS and region 4's nine visible patches

@@ -99,3 +99,78 @@ def test_onednn_inference_path_equals_f_linear_and_training_uses_f_linear():
         twin.fc1.weight.mul_(2.0)
         assert not torch.allclose(twin(x), mlp(x))
         torch.testing.assert_close(mlp(x), fast)
+
+
+def test_attention_over_listed_keys_equals_masking_every_other_key_out():
+    """``keys`` runs attention over those tokens only: outputs, maps and gradients equal the full masked form."""
+    torch.manual_seed(5)
+    attn = Attention(32, 4)
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    keys = torch.tensor([[0, 2, 3, 7], [0, 1, 5, 8]])
+    mask = torch.rand(2, 1, 9, 4) > 0.4
+    mask[..., 0] = True
+    full = torch.zeros(2, 1, 9, 9, dtype=torch.bool).scatter_(3, keys[:, None, None].expand(-1, 1, 9, -1), mask)
+    results = []
+    for fused in (True, False):
+        set_fused_attn(fused)
+        try:
+            for kwargs in ({"attn_mask": mask, "keys": keys}, {"attn_mask": full}):
+                x.grad = None
+                attn.zero_grad()
+                out = attn(x, **kwargs)
+                out.pow(2).sum().backward()
+                results.append((out.detach(), x.grad.clone(), attn.qkv.weight.grad.clone()))
+        finally:
+            set_fused_attn(True)
+    for listed, masked in (results[:2], results[2:]):
+        for a, b in zip(listed, masked):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    maps = attn(x, attn_mask=mask, keys=keys, return_attention=True)[1]
+    torch.testing.assert_close(maps, attn(x, attn_mask=full, return_attention=True)[1], atol=1e-6, rtol=1e-6)
+    assert maps.shape == (2, 4, 9, 9) and not maps[0, :, :, 1].any()
+
+
+def test_small_heads_give_the_same_attention_at_any_head_size():
+    """Heads narrower than 16 run padded with zero columns on AVX-512 CPUs: the same values and gradients as the
+    explicit computation."""
+    torch.manual_seed(6)
+    for dim, heads in ((16, 4), (24, 3), (64, 4)):
+        attn = Attention(dim, heads)
+        x = torch.randn(2, 11, dim, requires_grad=True)
+        grads = []
+        for fused in (True, False):
+            set_fused_attn(fused)
+            try:
+                x.grad = None
+                out = attn(x)
+                out.sum().backward()
+                grads.append((out.detach(), x.grad.clone()))
+            finally:
+                set_fused_attn(True)
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_inference_weights_follow_a_fused_optimiser_step():
+    """Fused AdamW updates weights without bumping their version counters; after ``weights_updated`` (which the
+    engine calls after every step) inference uses the new weights, not the packed copy of the old ones."""
+    import torch.nn.functional as F
+
+    from brainfm_cli.engine.train import adamw
+    from brainfm_cli.layers import Linear
+    from brainfm_cli.layers.linear import weights_updated
+
+    torch.manual_seed(7)
+    lin = Linear(16, 8)
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        lin(x)  # packs the weight (where oneDNN is available)
+    opt = adamw([{"params": list(lin.parameters())}], torch.device("cpu"), lr=0.1, betas=(0.9, 0.99),
+                weight_decay=0.0)
+    lin(x).sum().backward()
+    version = lin.weight._version
+    opt.step()
+    weights_updated()
+    with torch.no_grad():
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-5, rtol=1e-5)
+    assert lin.weight._version == version or opt.defaults.get("fused") is not True

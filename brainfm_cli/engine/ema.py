@@ -38,10 +38,8 @@ def momentum(schedule: MomentumSchedule, step: int, total: int) -> float:
 
 @torch.no_grad()
 def update_teachers(objective: Objective, step: int, total: int) -> dict[str, float]:
-    """``teacher ← m·teacher + (1 − m)·student`` for every declared pair; returns the momentum to log.
-
-    ``m`` goes in as a 0-dim tensor: the same product as the Python number (rounded to the parameters' dtype
-    either way), without the per-tensor scalar wrapping and copy of CPU's ``_foreach_mul_`` fallback."""
+    """``teacher ← m·teacher + (1 − m)·student`` for every declared pair, as one ``lerp`` pass over the tensors
+    (``teacher + (1 − m)·(student − teacher)``); returns the momentum to log."""
     schedule = objective.momentum_schedule()
     if not objective.teachers or schedule is None:
         return {}
@@ -49,8 +47,6 @@ def update_teachers(objective: Objective, step: int, total: int) -> dict[str, fl
     for teacher, student in objective.teachers.items():
         ks = [p for p in getattr(objective, teacher).parameters()]
         qs = [p.detach() for p in getattr(objective, student).parameters()]
-        if not ks:
-            continue
-        torch._foreach_mul_(ks, torch.tensor(m, dtype=ks[0].dtype, device=ks[0].device))
-        torch._foreach_add_(ks, qs, alpha=1.0 - m)
+        if ks:
+            torch._foreach_lerp_(ks, qs, 1.0 - m)
     return {"ema_momentum": m}

@@ -35,14 +35,15 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, keys=keys))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
-    def forward_with_attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                               keys: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The same computation, also returning the attention weights ``[B, heads, N, N]``."""
-        y, attn = self.attn(self.norm1(x), attn_mask=attn_mask, return_attention=True)
+        y, attn = self.attn(self.norm1(x), attn_mask=attn_mask, return_attention=True, keys=keys)
         x = x + self.ls1(y)
         return x + self.ls2(self.mlp(self.norm2(x))), attn
 

@@ -29,6 +29,15 @@ _BF16_ENABLED = True  # turned off for good if this torch build cannot pack bflo
 _PACKED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 # Modules whose weights are updated between forwards: never packed (a set outside them, so copies are not marked).
 _UNPACKED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+# Part of every packed weight's key. Fused optimisers (AdamW(fused=True)) update parameters in place without
+# bumping their version counters, so the engine calls weights_updated() after each step.
+_GENERATION = 0
+
+
+def weights_updated() -> None:
+    """Mark every packed weight stale: call after updates that tensors' version counters do not record."""
+    global _GENERATION
+    _GENERATION += 1
 
 
 def set_onednn(enable: bool) -> None:
@@ -69,7 +78,7 @@ class Linear(nn.Linear):
     """``nn.Linear`` (same parameters and state dict) whose inference can run on oneDNN with a fused activation."""
 
     def _pack(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        key = (self.weight._version, self.weight.data_ptr())
+        key = (self.weight._version, self.weight.data_ptr(), _GENERATION)
         packs = _PACKED.setdefault(self, {})
         cached = packs.get(dtype)
         if cached is None or cached[0] != key:

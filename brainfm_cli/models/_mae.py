@@ -36,28 +36,31 @@ class MaskedAutoencoder:
                 w = blk.attn.qkv.weight
                 w[w.shape[0] // 3: 2 * w.shape[0] // 3] = w[: w.shape[0] // 3]
 
-    def decoder_attention_mask(self, keep: torch.Tensor, n_tokens: int, device) -> torch.Tensor | None:
-        """Which tokens each decoder token may read (None: all of them, MAE's decoder)."""
+    def decoder_reads(self, keep: torch.Tensor, n_tokens: int, device
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What each decoder token may read: ``keys [B, 1 + K]`` (CLS and the visible tokens ``keep``, the only
+        tokens any query reads, so attention runs over them alone) and ``mask [B, 1, 1 + N, 1 + K]`` over those
+        keys; ``(None, None)``: every token reads all (MAE's decoder)."""
         mode = getattr(self, "decoder_attention", "all")
         if mode == "all":
-            return None
+            return None, None
+        keys = torch.cat([torch.zeros_like(keep[:, :1]), keep + 1], dim=1).to(device)
+        if mode == "visible":
+            return keys, None
         seen = torch.zeros(keep.shape[0], 1 + n_tokens, dtype=torch.bool, device=device)
         seen[:, 0] = True
-        seen.scatter_(1, keep + 1, True)
-        if mode == "visible":
-            return seen[:, None, None, :]
+        seen.scatter_(1, keys, True)
         time = torch.cat([torch.full((1,), -1, device=device), self.token_times(n_tokens).to(device)])
-        same = time[:, None] == time[None, :]  # [1 + N, 1 + N]
-        allowed = seen[:, None, :] & (same[None] | seen[:, :, None])  # visible queries read every visible key
+        # visible queries read every visible key; hidden ones the visible keys of their own time patch
+        allowed = (time[None, :, None] == time[keys][:, None, :]) | seen[:, :, None]  # [B, 1 + N, 1 + K]
         # a hidden token whose time patch shows nothing (the future, when forecasting) reads its own region's
         # visible tokens instead: its history
         lonely = ~allowed[:, :, 1:].any(-1)  # [B, 1 + N]
         if bool(lonely[:, 1:].any()):
             region = torch.cat([torch.full((1,), -1, device=device), self.token_rows(n_tokens).to(device)])
-            own = region[:, None] == region[None, :]
-            allowed |= lonely[:, :, None] & own[None] & seen[:, None, :]
+            allowed |= lonely[:, :, None] & (region[None, :, None] == region[keys][:, None, :])
         allowed[:, :, 0] = True
-        return allowed[:, None]
+        return keys, allowed[:, None]
 
     def encode_patches(self, tokens: torch.Tensor, keep: torch.Tensor | None = None,
                        attn_mask: torch.Tensor | None = None, absent: torch.Tensor | None = None) -> torch.Tensor:
@@ -87,11 +90,12 @@ class MaskedAutoencoder:
         pos, cls_pos = self.decoder_positions(n_tokens)
         cls = y[:, :1] if cls_pos is None else y[:, :1] + cls_pos
         full = torch.cat([cls, full + pos], dim=1)
-        attn_mask = self.decoder_attention_mask(keep, n_tokens, full.device)
+        keys, attn_mask = self.decoder_reads(keep, n_tokens, full.device)
         if absent is not None:
-            attn_mask = _and(attn_mask, readable(absent))
+            ok = readable(absent)
+            attn_mask = _and(attn_mask, ok if keys is None else torch.gather(ok[:, 0, 0], 1, keys)[:, None, None])
         for blk in self.decoder_blocks:
-            full = blk(full, attn_mask)
+            full = blk(full, attn_mask, keys)
         return self.decoder_pred(self.decoder_norm(full))[:, 1:]
 
 

@@ -156,7 +156,8 @@ class BrainModel(nn.Module):
 
         def record(block, args, kwargs):
             attn_mask = args[1] if len(args) > 1 else kwargs.get("attn_mask")
-            attn = block.forward_with_attention(args[0], attn_mask)[1]
+            keys = args[2] if len(args) > 2 else kwargs.get("keys")
+            attn = block.forward_with_attention(args[0], attn_mask, keys)[1]
             maps.append(attn if reduce is None else reduce(attn))
 
         handles = [b.register_forward_pre_hook(record, with_kwargs=True) for b in blocks]
