@@ -2,7 +2,7 @@
 
 Run ``python bench/bench_pretrain.py [--families brainlm,semantoks] [--sizes tiny,small] [--batch 4] [--steps 3]``
 (or ``make bench``). For each family and size it builds the objective as ``pretrain`` does (EMA teachers
-attached), draws one batch of the card's input shape (seeded Gaussian series; the data loader is not timed: it
+attached; the ViT-MAE design as ``pretrain --atlas`` trains it), draws one batch of the card's input shape (seeded Gaussian series; the data loader is not timed: it
 is ≤ 0.5 % of a step), and runs the engine's step: forward, backward, gradient clipping, AdamW, EMA update.
 The first step is a warm-up, run under ``torch.utils.flop_counter.FlopCounterMode`` to count the step's FLOPs
 (matmuls, convolutions and attention at each head's own size, forward and backward; CPU flash-attention
@@ -98,8 +98,11 @@ def build_step(card_name: str, size: str, batch: int, seed: int = 0, packed_teac
 
     torch.manual_seed(seed)
     card = get_card(card_name).with_size(size)
-    space = {"coords": torch.randn(card.input.n_regions, 3).numpy() * 50} if card_name == "brainlm-vitmae-111m" \
-        else {}
+    space = {}
+    if card_name == "brainlm-vitmae-111m":  # the design as `pretrain --atlas` trains it (what learns on small data)
+        space = {"coords": torch.randn(card.input.n_regions, 3).numpy() * 50}
+        card = card.with_architecture(**{"value_scale": 1.0, "decoder_attention": "same_time", "qk_init": "tied",
+                                         **card.architecture})
     objective = build_objective(build(card, **space))
     if packed_teacher:
         for name in objective.teachers:
