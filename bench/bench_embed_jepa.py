@@ -159,8 +159,9 @@ def attention_kernels(depth: int, n_rounds: int) -> None:
         mm = t["matmul bfloat16" if "bfloat16" in name else "matmul float32"]
         diff = (outputs[name].double() - exact).abs().max().item()
         extra = 2 * 512 * tokens * heads * (4 if "float32" in name else 6) / 1024 ** 2 if "explicit" in name else 0
-        print(f"  {name:38s} {median(t[name]) * 1e3:7.0f} ms  {share_of_peak(flops, t[name], mm, mm_flops):4.0%} of "
-              f"its dtype's matmul rate  max |Δ| {diff:.1e}" + (f"  scores {extra:.0f} MB" if extra else ""))
+        print(f"  {name:38s} {median(t[name]) * 1e3:7.0f} ms  ×{ratio(t['SDPA float32 (brainfm)'], t[name]):.2f} the "
+              f"speed of SDPA float32  {share_of_peak(flops, t[name], mm, mm_flops):4.0%} of its dtype's matmul rate  "
+              f"max |Δ| {diff:.1e}" + (f"  scores {extra:.0f} MB" if extra else ""))
     model = build(depth)
     x = torch.randn(1, REGIONS, LENGTH, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():

@@ -1,6 +1,6 @@
 """Pretraining throughput: samples/s and achieved FLOP rate of each family's ``tiny`` and ``small`` sizes.
 
-Run ``python bench/bench_pretrain.py [--families brainlm,semantoks] [--sizes tiny,small] [--batch 4] [--steps 3]``
+Run ``python bench/bench_pretrain.py [--families brainlm,semantoks] [--sizes tiny,small] [--batch 4] [--steps 5]``
 (or ``make bench``). For each family and size it builds the objective as ``pretrain`` does (EMA teachers
 attached; the ViT-MAE design as ``pretrain --atlas`` trains it), draws one batch of the card's input shape (seeded Gaussian series; the data loader is not timed: it
 is ≤ 0.5 % of a step), and runs the engine's step: forward, backward, gradient clipping, AdamW, EMA update.
@@ -16,6 +16,9 @@ GFLOP/s and the share of the matmul rate of the same rounds.
 - ``×bf16``: the speed-up of the same step under CPU bfloat16 autocast (printed where the CPU has native
   bfloat16, or with ``--bf16``).
 - ``--profile``: each row's top three operators by self CPU time (torch.profiler), as shares of the step.
+- then the two parts behind the ×before column, each in interleaved rounds: AdamW's fused step against its
+  ``foreach`` step on each family's ``small`` parameters (random gradients), and SDPA forward + backward at
+  BrainLM ``tiny``'s decoder shape (``[4, 4, 3001, 8]``) against the same with heads zero-padded to 16.
 - ``--teacher-ab``: for families with an EMA teacher, the step with the teacher's linears prepacked by oneDNN
   (re-packed after every EMA update, as before ``keep_unpacked``).
 """
@@ -155,6 +158,47 @@ def build_step(card_name: str, size: str, batch: int, seed: int = 0, packed_teac
     return objective, step
 
 
+def components(families: list[str], n_rounds: int = 5) -> None:
+    """Fused against ``foreach`` AdamW per family (``small``), and SDPA at head size 8 against padded to 16."""
+    import torch.nn.functional as F
+
+    from brainfm_cli.engine.ema import build_objective
+    from brainfm_cli.engine.train import adamw, param_groups
+    from brainfm_cli.layers.attention import _sdpa
+    from brainfm_cli.models import build, get_card
+
+    print("\nparts of the step, in interleaved rounds")
+    for family in families:
+        torch.manual_seed(0)
+        objective = build_objective(build(get_card(FAMILIES[family]).with_size("small"), **(
+            {"coords": torch.randn(424, 3).numpy() * 50} if family == "brainlm-vitmae" else {})))
+        for p in objective.parameters():
+            if p.requires_grad:
+                p.grad = torch.randn_like(p)
+        groups = param_groups(objective)  # each optimiser gets its own groups: it writes its options into them
+        fused = adamw(groups, torch.device("cpu"), 1e-4, (0.9, 0.95), 0.05)
+        foreach = torch.optim.AdamW(param_groups(objective), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05,
+                                    foreach=True)
+        assert fused.param_groups[0]["fused"] and not foreach.param_groups[0]["fused"]
+        t = rounds({"fused": lambda: [fused.step() for _ in range(10)],
+                    "foreach": lambda: [foreach.step() for _ in range(10)]}, n_rounds)
+        n = sum(len(g["params"]) for g in groups)
+        print(f"  AdamW step, {family} small ({n} tensors): fused ×{ratio(t['foreach'], t['fused']):.2f} the speed "
+              f"of foreach ({median(t['fused']) * 100:.2f} ms vs {median(t['foreach']) * 100:.2f} ms)")
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(4, 4, 3001, 8, generator=g, requires_grad=True) for _ in range(3))
+
+    def attend(padded: bool):
+        def run():
+            out = _sdpa(q, k, v, None, 0.0) if padded else F.scaled_dot_product_attention(q, k, v)
+            out.sum().backward()
+        return run
+
+    t = rounds({"padded": attend(True), "plain": attend(False)}, n_rounds)
+    print(f"  SDPA forward + backward at [4, 4, 3001, 8]: heads zero-padded to 16 ×{ratio(t['plain'], t['padded']):.2f} "
+          f"the speed of head size 8 (ATen {torch.backends.cpu.get_cpu_capability()}; padded only on AVX512)")
+
+
 def top_costs(step, n: int = 3, steps: int = 2) -> str:
     """The ``n`` operators with the most self CPU time over ``steps`` steps, as shares of the profiled time."""
     from torch.profiler import ProfilerActivity, profile
@@ -177,7 +221,7 @@ def main() -> int:
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated: {', '.join(FAMILIES)}")
     parser.add_argument("--sizes", default="tiny,small")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step (median)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step (median)")
     parser.add_argument("--bf16", action="store_true", help="time the bfloat16 step even without native support")
     parser.add_argument("--no-before", action="store_true", help="skip the before-2026-12-06 step")
     parser.add_argument("--teacher-ab", action="store_true", help="also time the step with the teacher prepacked")
@@ -226,6 +270,7 @@ def main() -> int:
             if "teacher packed" in t:
                 print(f"{'':22s} teacher prepacked: ×{ratio(t['teacher packed'], t['step']):.3f} "
                       f"the step time of the unpacked teacher (now)")
+    components(args.families.split(","))
     return 0
 
 

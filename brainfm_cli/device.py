@@ -59,17 +59,17 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
 # and the date and CPU of the run. ``auto`` picks bfloat16 only where the cosine is ≥ BF16_MIN_COSINE and the
 # speed-up > 1.
 BF16_MIN_COSINE = 0.999
-BF16_AGREEMENT: dict[str, dict] = {  # `make bench` (bench_bf16.py), 2026-12-06, 1 thread, load average ~3
-    "brainlm_vitmae": {"min_cosine": 0.99998, "speedup": 1.60, "date": "2026-12-06", "cpu": "AMD EPYC"},
-    "brain_jepa": {"min_cosine": 0.99999, "speedup": 1.22, "date": "2026-12-06", "cpu": "AMD EPYC"},
-    "brainlm": {"min_cosine": 0.99999, "speedup": 1.22, "date": "2026-12-06", "cpu": "AMD EPYC"},
-    "semantoks": {"min_cosine": 0.99999, "speedup": 1.73, "date": "2026-12-06", "cpu": "AMD EPYC"},
-    "sc_mbm": {"min_cosine": 0.99999, "speedup": 1.78, "date": "2026-12-06", "cpu": "AMD EPYC"},
+BF16_AGREEMENT: dict[str, dict] = {  # `make bench` (bench_bf16.py), 2026-12-06, 2 threads, load average ~1.5
+    "brainlm_vitmae": {"min_cosine": 0.99998, "speedup": 1.56, "date": "2026-12-06", "cpu": "AMD EPYC"},
+    "brain_jepa": {"min_cosine": 0.99998, "speedup": 1.27, "date": "2026-12-06", "cpu": "AMD EPYC"},
+    "brainlm": {"min_cosine": 0.99998, "speedup": 1.25, "date": "2026-12-06", "cpu": "AMD EPYC"},
+    "semantoks": {"min_cosine": 0.99999, "speedup": 1.74, "date": "2026-12-06", "cpu": "AMD EPYC"},
+    "sc_mbm": {"min_cosine": 0.99998, "speedup": 1.82, "date": "2026-12-06", "cpu": "AMD EPYC"},
 }
 
 # bfloat16 pretraining against float32, from bench/bench_pretrain.py (×bf16: step-time ratio, the lowest and
 # highest over the five families' tiny and small sizes) and bench/bench_bf16_training.py (loss curves).
-BF16_PRETRAINING = {"speedup": (0.65, 1.18), "date": "2026-12-06", "cpu": "AMD EPYC"}
+BF16_PRETRAINING = {"speedup": (0.68, 1.19), "date": "2026-12-06", "cpu": "AMD EPYC"}
 
 _NATIVE_BF16 = ("amx_bf16", "avx512_bf16")  # instruction sets with bfloat16 arithmetic (oneDNN uses them)
 _CPUINFO = Path("/proc/cpuinfo")
