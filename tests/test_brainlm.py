@@ -227,15 +227,16 @@ def test_vitmae_design_trains_on_another_atlas_and_is_scored(tmp_path):
     assert rec.returncode == 0, rec.stderr
 
 
-@pytest.mark.parametrize("design", ["brainlm", "brainlm-vitmae-111m"])
-def test_decoder_reads_only_visible_keys_and_matches_the_full_masked_decoder(design):
+@pytest.mark.parametrize("design,mode", [("brainlm", "same_time"), ("brainlm-vitmae-111m", "same_time"),
+                                         ("brainlm", "visible")])
+def test_decoder_reads_only_visible_keys_and_matches_the_full_masked_decoder(design, mode):
     """The same_time decoder attends over CLS and the visible tokens only; its predictions equal a decoder with
     the full ``[1 + N, 1 + N]`` mask (visible keys; a hidden query reads its own time patch, or its own region's
     history when its time shows nothing), for random and future masks."""
     from brainfm_cli.models import build, get_card
 
     torch.manual_seed(0)
-    card = get_card(design).with_architecture(**TINY["brainlm"], decoder_attention="same_time")
+    card = get_card(design).with_architecture(**TINY["brainlm"], decoder_attention=mode)
     space = {"coords": np.random.default_rng(0).normal(0, 50, (card.input.n_regions, 3))} \
         if design != "brainlm" else {}
     model = build(card, **space).eval()
@@ -257,7 +258,10 @@ def test_decoder_reads_only_visible_keys_and_matches_the_full_masked_decoder(des
         lonely = ~full[:, :, 1:].any(-1)
         full |= lonely[:, :, None] & (r[:, None] == r[None])[None] & seen[:, None, :]
         full[:, :, 0] = True
+        if mode == "visible":  # every query reads CLS and the visible tokens
+            full = seen[:, None, :].expand(-1, 1 + n, -1)
         keys, mask = model.decoder_reads(keep, n, "cpu")
+        assert (mask is None) == (mode == "visible")
         assert keys.shape == (2, 1 + keep.shape[1])
         with torch.no_grad():
             listed = model.forward_head(latent, keep, n)
