@@ -72,11 +72,11 @@ def main() -> int:
     for family in args.families.split(","):
         card = get_card(FAMILIES[family]).with_size(args.size)
         steps = args.jepa_steps if family == "brain-jepa" else args.steps
+        length = build_step(FAMILIES[family], args.size, args.batch)[0].sample_length
+        data = corpus(card.input.n_regions, length, args.batch)
         runs = {}
         for name, kw in (("float32", {}), ("bfloat16", {"dtype": torch.bfloat16}), ("float32, other masks",
                                                                                    {"draws": 1})):
-            obj, _ = build_step(FAMILIES[family], args.size, args.batch, total=steps, **kw)
-            data = corpus(card.input.n_regions, obj.sample_length, args.batch)
             runs[name] = build_step(FAMILIES[family], args.size, args.batch, total=steps, data=data, **kw)[1]
         losses = {name: [] for name in runs}
         seconds = {name: 0.0 for name in runs}

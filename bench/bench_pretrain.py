@@ -93,8 +93,7 @@ def build_step(card_name: str, size: str, batch: int, seed: int = 0, packed_teac
     with ``total``, learning rate and weight decay follow the recipe's schedules over ``total`` steps."""
     from brainfm_cli.device import autocast
     from brainfm_cli.engine.ema import build_objective, update_teachers
-    from brainfm_cli.engine.schedules import cosine, warmup_cosine
-    from brainfm_cli.engine.train import adamw, param_groups
+    from brainfm_cli.engine.train import adamw, param_groups, set_schedule
     from brainfm_cli.layers import attention, linear
     from brainfm_cli.models import build, get_card
     from brainfm_cli.models.objective import StepInfo
@@ -130,13 +129,8 @@ def build_step(card_name: str, size: str, batch: int, seed: int = 0, packed_teac
     def step():
         objective.train()
         if total:
-            warm = int(round(recipe["warmup"] * total))
-            for group in opt.param_groups:
-                group["lr"] = warmup_cosine(state["step"], total, warm, recipe["start_lr"], recipe["lr"],
-                                            recipe["min_lr"])
-                if group.get("apply_wd"):
-                    group["weight_decay"] = cosine(state["step"], total, recipe["weight_decay"],
-                                                   recipe["final_weight_decay"])
+            set_schedule(opt, state["step"], total, int(round(recipe["warmup"] * total)), recipe["start_lr"],
+                         recipe["lr"], recipe["min_lr"], recipe["weight_decay"], recipe["final_weight_decay"])
         info = StepInfo(state["step"], total or 1000, torch.Generator().manual_seed(draws * 1_000_003 + state["step"]))
         batch_x = x if data is None else data(state["step"])
         min_head = attention._CPU_MIN_HEAD
@@ -162,16 +156,12 @@ def components(families: list[str], n_rounds: int = 5) -> None:
     """Fused against ``foreach`` AdamW per family (``small``), and SDPA at head size 8 against padded to 16."""
     import torch.nn.functional as F
 
-    from brainfm_cli.engine.ema import build_objective
     from brainfm_cli.engine.train import adamw, param_groups
     from brainfm_cli.layers.attention import _sdpa
-    from brainfm_cli.models import build, get_card
 
     print("\nparts of the step, in interleaved rounds")
     for family in families:
-        torch.manual_seed(0)
-        objective = build_objective(build(get_card(FAMILIES[family]).with_size("small"), **(
-            {"coords": torch.randn(424, 3).numpy() * 50} if family == "brainlm-vitmae" else {})))
+        objective, _ = build_step(FAMILIES[family], "small", 1)
         for p in objective.parameters():
             if p.requires_grad:
                 p.grad = torch.randn_like(p)

@@ -1,7 +1,9 @@
-"""EMA teachers: the update is exactly ``m·teacher + (1 − m)·student``, and teachers never prepack their weights."""
+"""EMA teachers: the update is exactly ``m·teacher + (1 − m)·student``, and teachers never prepack their weights; the
+engine's learning-rate and weight-decay schedule."""
 
 import copy
 
+import pytest
 import torch
 
 from conftest import TINY
@@ -57,3 +59,18 @@ def test_teachers_run_f_linear_at_inference_and_students_keep_the_packed_path():
         assert student in linear._PACKED  # students (and models loaded for embedding) are packed at inference
     twin = copy.deepcopy(obj.teacher)  # a copy of a teacher is not updated after each step: it may pack again
     assert not any(m in linear._UNPACKED for m in twin.modules())
+
+
+def test_the_schedule_sets_every_groups_rate_and_only_the_decayed_groups_weight_decay():
+    import math
+
+    from brainfm_cli.engine.train import adamw, param_groups, set_schedule
+
+    obj = _semantoks_objective()
+    opt = adamw(param_groups(obj), torch.device("cpu"), 1e-3, (0.9, 0.95), 0.04)
+    assert set_schedule(opt, 0, 100, 10, 0.0, 1e-3, 1e-5, 0.04, 0.4) == pytest.approx((0.0, 0.04))
+    lr, wd = set_schedule(opt, 55, 100, 10, 0.0, 1e-3, 1e-5, 0.04, 0.4)
+    assert lr == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * 45 / 90)))  # half-way down
+    assert wd == pytest.approx(0.4 + (0.04 - 0.4) * 0.5 * (1 + math.cos(math.pi * 0.55)))
+    decayed, plain = opt.param_groups
+    assert decayed["lr"] == plain["lr"] == lr and decayed["weight_decay"] == wd and plain["weight_decay"] == 0.0

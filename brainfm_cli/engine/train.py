@@ -128,6 +128,19 @@ def adamw(groups: list[dict], device: torch.device, lr: float, betas, weight_dec
                              foreach=None if fused else True)
 
 
+def set_schedule(opt: torch.optim.Optimizer, step: int, total: int, warmup: int, start_lr: float, lr: float,
+                 min_lr: float, weight_decay: float, final_weight_decay: float) -> tuple[float, float]:
+    """Set every group's learning rate at ``step`` of ``total`` (linear warm-up over ``warmup`` steps, then cosine)
+    and the decayed groups' weight decay (cosine); returns both."""
+    lr_now = warmup_cosine(step, total, warmup, start_lr, lr, min_lr)
+    wd_now = cosine(step, total, weight_decay, final_weight_decay)
+    for group in opt.param_groups:
+        group["lr"] = lr_now
+        if group.get("apply_wd"):
+            group["weight_decay"] = wd_now
+    return lr_now, wd_now
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
 
@@ -338,12 +351,8 @@ class Trainer:
                 order = np.random.default_rng(_seed(cfg.seed, epoch)).permutation(samples) % len(corpus)
                 if len(order) < per_step:
                     order = np.resize(order, per_step)
-                lr = warmup_cosine(step, total, warmup, cfg.start_lr, cfg.lr, cfg.min_lr)
-                wd = cosine(step, total, cfg.weight_decay, cfg.final_weight_decay)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                    if g.get("apply_wd"):
-                        g["weight_decay"] = wd
+                lr, wd = set_schedule(opt, step, total, warmup, cfg.start_lr, cfg.lr, cfg.min_lr, cfg.weight_decay,
+                                      cfg.final_weight_decay)
                 within = step % steps_per_epoch
                 logs = {}
                 objective.train()

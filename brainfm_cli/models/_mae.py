@@ -47,9 +47,7 @@ class MaskedAutoencoder:
         keys = torch.cat([torch.zeros_like(keep[:, :1]), keep + 1], dim=1).to(device)
         if mode == "visible":
             return keys, None
-        seen = torch.zeros(keep.shape[0], 1 + n_tokens, dtype=torch.bool, device=device)
-        seen[:, 0] = True
-        seen.scatter_(1, keys, True)
+        seen = torch.zeros(keep.shape[0], 1 + n_tokens, dtype=torch.bool, device=device).scatter_(1, keys, True)
         time = torch.cat([torch.full((1,), -1, device=device), self.token_times(n_tokens).to(device)])
         # visible queries read every visible key; hidden ones the visible keys of their own time patch
         allowed = (time[None, :, None] == time[keys][:, None, :]) | seen[:, :, None]  # [B, 1 + N, 1 + K]
